@@ -1,0 +1,76 @@
+"""Request and response schemas, and the one place where input rows are validated.
+
+Every process (proxy, class services, batch API) takes `{"data": [[f, f, f, f], ...]}`
+and applies the same rule: 1..MAX_ROWS rows of exactly 4 finite numbers.
+"""
+
+from typing import Annotated
+
+import numpy as np
+from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, Strict
+
+N_FEATURES = 4
+SAMPLE_ROW = [5.1, 3.5, 1.4, 0.2]
+
+# Strict: "5.1" and true are rejected instead of being coerced (ints are fine); NaN and ±Infinity
+# (which Python's JSON parser accepts) are rejected by allow_inf_nan=False.
+FiniteNumber = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+FeatureRow = Annotated[list[FiniteNumber], Field(min_length=N_FEATURES, max_length=N_FEATURES)]
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"data": [SAMPLE_ROW]}]}
+    )
+
+    data: list[FeatureRow] = Field(min_length=1, description="rows of 4 iris measurements")
+
+    def as_array(self) -> np.ndarray:
+        return np.asarray(self.data, dtype=np.float32)
+
+
+def validated_request(body: PredictRequest, request: Request) -> PredictRequest:
+    """The request once the row limit is checked too.
+
+    MAX_ROWS comes from the process's settings, which the schema cannot see, so the
+    limit is checked here and reported in the same 422 shape as the schema's errors.
+    """
+    max_rows = request.app.state.settings.max_rows
+    if len(body.data) > max_rows:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "too_long",
+                    "loc": ("body", "data"),
+                    "msg": f"at most {max_rows} rows per request, got {len(body.data)}",
+                }
+            ]
+        )
+    return body
+
+
+ValidRequest = Annotated[PredictRequest, Depends(validated_request)]
+
+
+class HealthResponse(BaseModel):
+    health: str = "ok"
+
+
+class BinaryPrediction(BaseModel):
+    """A class service's answer: `[P(class), P(not class)]` for the first row and for all."""
+
+    prediction: list[float]
+    predictions: list[list[float]]
+
+
+class LabelledProbability(BaseModel):
+    proba: float
+    label: str
+
+
+class LabelPrediction(BaseModel):
+    prediction: LabelledProbability
+    predictions: list[LabelledProbability]
+    unavailable: list[str] = Field(default_factory=list, description="services that failed")

@@ -1,0 +1,27 @@
+"""Start-up failures as one clear line instead of a traceback."""
+
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from src.ml.predictor import ModelLoadError
+
+T = TypeVar("T")
+
+
+def or_exit(process: str, build: Callable[[], T]) -> T:
+    """Run a start-up step; on a configuration or model error print one line and exit 2."""
+    try:
+        return build()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc']).upper() or 'settings'}: {item['msg']}"
+            for item in error.errors()
+        )
+        message = f"invalid settings: {problems}"
+    except ModelLoadError as error:
+        message = str(error)
+    print(f"{process}: cannot start: {message}", file=sys.stderr)
+    raise SystemExit(2)

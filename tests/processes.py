@@ -1,0 +1,113 @@
+"""Start the suite's real processes for integration tests, and always stop them."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningProcess:
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+    port: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.alive():
+            os.killpg(self.popen.pid, signum)
+
+    def stop(self, timeout: float = 15) -> int:
+        """SIGTERM, then SIGKILL if it has not exited within `timeout`; returns the exit code."""
+        self.signal(signal.SIGTERM)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            return self.popen.wait(5)
+
+
+class ProcessStarter:
+    """Starts `python -m <module>` processes in their own session; `stop_all()` ends them."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.started: list[RunningProcess] = []
+
+    def start(
+        self,
+        name: str,
+        module_args: list[str],
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> RunningProcess:
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        if port is not None:
+            full_env["PORT"] = str(port)
+        log_path = self.log_dir / f"{name}-{len(self.started)}.log"
+        with log_path.open("wb") as log_file:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", *module_args],
+                cwd=REPO_ROOT,
+                env=full_env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # so stop() reaches any children too
+            )
+        process = RunningProcess(name, popen, log_path, port, env or {})
+        self.started.append(process)
+        return process
+
+    def start_http(self, name: str, module_args: list[str], env: dict[str, str] | None = None,
+                   health_path: str = "/health", timeout: float = 30) -> RunningProcess:
+        process = self.start(name, module_args, env, port=free_port())
+        wait_until_healthy(process, health_path, timeout)
+        return process
+
+    def stop_all(self) -> None:
+        for process in reversed(self.started):
+            process.stop()
+
+
+def wait_until_healthy(process: RunningProcess, path: str = "/health", timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not process.alive():
+            raise RuntimeError(f"{process.name} exited early:\n{process.log()[-3000:]}")
+        try:
+            if httpx.get(process.base_url + path, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{process.name} not healthy after {timeout}s:\n{process.log()[-3000:]}")
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
