@@ -19,7 +19,8 @@ SERVICE_ENV_PREFIX = "SERVICE_"
 
 
 class CommonSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+    # An empty variable (PORT= , as `${PORT:-}` gives) means "use the default".
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, env_ignore_empty=True)
 
     host: str = "0.0.0.0"
     log_level: str = "INFO"

@@ -83,8 +83,14 @@ class ProcessStarter:
         self.started.append(process)
         return process
 
-    def start_http(self, name: str, module_args: list[str], env: dict[str, str] | None = None,
-                   health_path: str = "/health", timeout: float = 30) -> RunningProcess:
+    def start_http(
+        self,
+        name: str,
+        module_args: list[str],
+        env: dict[str, str] | None = None,
+        health_path: str = "/health",
+        timeout: float = 30,
+    ) -> RunningProcess:
         process = self.start(name, module_args, env, port=free_port())
         wait_until_healthy(process, health_path, timeout)
         return process

@@ -1,0 +1,146 @@
+"""`make run`: every process of docker-compose.yml on this machine, without Docker.
+
+The compose file is the single source: each service built from this repo becomes a
+local process with the same command and environment. Hostnames of other services
+become 127.0.0.1, and a variable that names a service not run here (MYSQL_SERVER=mysql)
+is dropped, so the batch pattern falls back to its embedded SQLite database.
+Settings come from the caller's environment through the file's `${VAR:-default}`s.
+Ctrl-C or SIGTERM stops every process (honcho kills their process groups).
+"""
+
+import os
+import re
+import shlex
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from honcho.manager import Manager
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+READY_TIMEOUT_SECONDS = 90
+# ${VAR}, ${VAR:-default} (default when unset or empty), ${VAR-default} (when unset).
+_VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:?-)(?P<default>[^}]*))?\}")
+
+
+@dataclass(frozen=True)
+class LocalProcess:
+    name: str
+    command: list[str]
+    env: dict[str, str]
+
+    @property
+    def ready_url(self) -> str | None:
+        """Where to poll until the process answers: /health of an HTTP service, else /metrics."""
+        if "PORT" in self.env:
+            return f"http://127.0.0.1:{self.env['PORT']}/health"
+        if self.env.get("METRICS_PORT", "0") != "0":
+            return f"http://127.0.0.1:{self.env['METRICS_PORT']}/metrics"
+        return None
+
+
+def interpolate(value: str, environ: dict[str, str]) -> str:
+    """Compose-style variable substitution."""
+
+    def substitute(match: re.Match) -> str:
+        name, op, default = match["name"], match["op"], match["default"] or ""
+        current = environ.get(name)
+        if op == ":-" and not current:
+            return default
+        if op == "-" and current is None:
+            return default
+        return current or ""
+
+    return _VARIABLE.sub(substitute, value).replace("$$", "$")
+
+
+def load_processes(
+    environ: dict[str, str], compose_file: Path = COMPOSE_FILE
+) -> list[LocalProcess]:
+    services = yaml.safe_load(compose_file.read_text())["services"]
+    local = [name for name, service in services.items() if "build" in service]
+    elsewhere = set(services) - set(local)
+    processes = []
+    for name in local:
+        env = {}
+        for key, raw in (services[name].get("environment") or {}).items():
+            value = interpolate(str(raw), environ)
+            if value in elsewhere:
+                continue  # e.g. MYSQL_SERVER=mysql: no such host here
+            for host in local:
+                value = value.replace(f"://{host}:", "://127.0.0.1:")
+            env[key] = value
+        command = [
+            sys.executable if part == "python" else part for part in services[name]["command"]
+        ]
+        processes.append(LocalProcess(name, command, env))
+    return processes
+
+
+def _wait_until_ready(processes: list[LocalProcess], manager_done: threading.Event) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    pending = [process for process in processes if process.ready_url]
+    while pending and time.monotonic() < deadline and not manager_done.is_set():
+        for process in list(pending):
+            try:
+                with urllib.request.urlopen(process.ready_url, timeout=1) as response:
+                    if response.status == 200:
+                        pending.remove(process)
+            except OSError:
+                pass
+        time.sleep(0.2)
+    if manager_done.is_set():
+        return
+    if pending:
+        names = ", ".join(process.name for process in pending)
+        print(f"run_suite: not ready after {READY_TIMEOUT_SECONDS}s: {names}", flush=True)
+        return
+    print(_ready_banner(processes), flush=True)
+
+
+def _ready_banner(processes: list[LocalProcess]) -> str:
+    ports = {process.name: process.env.get("PORT") for process in processes}
+    proxy, api = f"localhost:{ports.get('proxy')}", f"localhost:{ports.get('api')}"
+    json_header = "-H 'Content-Type: application/json'"
+    return "\n".join(
+        [
+            "",
+            "run_suite: every process is ready. Try:",
+            f"  curl -s {proxy}/health/all",
+            f"  curl -s -X POST {proxy}/predict/label {json_header} "
+            "-d '{\"data\": [[5.1, 3.5, 1.4, 0.2]]}'",
+            f"  curl -s -X POST {proxy}/predict/post/test",
+            f"  curl -s -X POST {api}/predict {json_header} "
+            "-d '{\"data\": [[6.5, 3.0, 5.5, 1.8]]}'",
+            f"  curl -s {api}/predict/id/1",
+            "Ctrl-C stops everything.",
+            "",
+        ]
+    )
+
+
+def main() -> int:
+    os.chdir(REPO_ROOT)
+    processes = load_processes(dict(os.environ))
+    manager = Manager()
+    for process in processes:
+        manager.add_process(
+            process.name,
+            shlex.join(process.command),
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **process.env},
+            cwd=str(REPO_ROOT),
+        )
+    manager_done = threading.Event()
+    threading.Thread(target=_wait_until_ready, args=(processes, manager_done), daemon=True).start()
+    manager.loop()  # returns once every process has stopped
+    manager_done.set()
+    return manager.returncode or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The fan-out: one call to every class service at once, each with its own deadline.
+
+One long-lived, pooled HTTP client is created in the proxy's lifespan and shared
+by every request; a failed or slow service yields a `BackendResult` with an error
+instead of an exception, so callers can answer with whatever succeeded.
+"""
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from prometheus_client import Counter, Histogram
+
+from src.observability import REQUEST_ID_HEADER, request_id_var
+
+logger = logging.getLogger(__name__)
+
+BACKEND_LATENCY = Histogram(
+    "proxy_backend_request_duration_seconds",
+    "Time for one backend call from the proxy, failures included",
+    ["service"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+BACKEND_FAILURES = Counter(
+    "proxy_backend_failures_total",
+    "Backend calls without a usable answer (timeout, unreachable, bad_status, bad_response)",
+    ["service", "reason"],
+)
+
+
+@dataclass(frozen=True)
+class BackendResult:
+    service: str
+    body: Any = None
+    error: str | None = None
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def as_error_entry(self) -> dict[str, str]:
+        return {"error": self.error or "", "detail": self.detail}
+
+
+def create_client(max_connections: int) -> httpx.AsyncClient:
+    """The proxy's one pooled client (timeouts are applied per call, in `Backends`)."""
+    limits = httpx.Limits(
+        max_connections=max_connections, max_keepalive_connections=max_connections
+    )
+    return httpx.AsyncClient(limits=limits, timeout=None)
+
+
+class Backends:
+    """Calls every configured service concurrently with `asyncio.gather`."""
+
+    def __init__(self, services: dict[str, str], client: httpx.AsyncClient, timeout: float):
+        self.services = {name: str(url).rstrip("/") for name, url in services.items()}
+        self.client = client
+        self.timeout = timeout
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.services)
+
+    async def call_all(
+        self, method: str, path: str, payload: dict | None = None
+    ) -> dict[str, BackendResult]:
+        results = await asyncio.gather(
+            *(self._call(name, method, path, payload) for name in self.services)
+        )
+        return {result.service: result for result in results}
+
+    async def _call(
+        self, service: str, method: str, path: str, payload: dict | None
+    ) -> BackendResult:
+        url = self.services[service] + path
+        started = time.perf_counter()
+        try:
+            # One hard deadline for the whole call: httpx's own timeouts are per
+            # phase, so a service that trickles bytes could otherwise hold us longer.
+            async with asyncio.timeout(self.timeout):
+                response = await self.client.request(
+                    method, url, json=payload, headers={REQUEST_ID_HEADER: request_id_var.get()}
+                )
+            if response.status_code != 200:
+                return self._failed(
+                    service, "bad_status", f"HTTP {response.status_code} from {url}"
+                )
+            return BackendResult(service, body=response.json())
+        except TimeoutError:
+            return self._failed(service, "timeout", f"no answer from {url} in {self.timeout}s")
+        except httpx.TransportError as error:
+            return self._failed(service, "unreachable", f"{url}: {error!r}")
+        except ValueError as error:  # the body was not JSON
+            return self._failed(service, "bad_response", f"{url}: {error}")
+        finally:
+            BACKEND_LATENCY.labels(service).observe(time.perf_counter() - started)
+
+    @staticmethod
+    def _failed(service: str, reason: str, detail: str) -> BackendResult:
+        BACKEND_FAILURES.labels(service, reason).inc()
+        logger.warning("backend %s failed (%s): %s", service, reason, detail)
+        return BackendResult(service, error=reason, detail=detail)

@@ -1,0 +1,139 @@
+"""The proxy over HTTP: fan-out, aggregation, validation and degraded answers."""
+
+import signal
+
+import httpx
+import pytest
+
+from tests.bad_inputs import BAD_BODIES, BAD_BODY_IDS, JSON_HEADERS
+from tests.proxy.conftest import CLASSES
+
+SAMPLES = {
+    "setosa": [5.1, 3.5, 1.4, 0.2],
+    "versicolor": [5.9, 3.0, 4.2, 1.5],
+    "virginica": [6.5, 3.0, 5.5, 1.8],
+}
+
+
+def test_health_and_health_all(suite):
+    assert httpx.get(suite.proxy.base_url + "/health").json() == {"health": "ok"}
+    response = httpx.get(suite.proxy.base_url + "/health/all")
+    assert response.status_code == 200
+    assert response.json() == {name: {"health": "ok"} for name in CLASSES}
+
+
+def test_metadata_lists_the_services(suite):
+    body = httpx.get(suite.proxy.base_url + "/metadata").json()
+    assert set(body["services"]) == set(CLASSES)
+    assert body["services"]["setosa"] == suite.services["setosa"].base_url
+
+
+def test_predict_keys_every_service_answer_by_name(suite):
+    rows = list(SAMPLES.values())
+    body = httpx.post(suite.proxy.base_url + "/predict", json={"data": rows}).json()
+    assert set(body) == set(CLASSES)
+    for name in CLASSES:
+        direct = httpx.post(suite.services[name].base_url + "/predict", json={"data": rows})
+        assert body[name] == direct.json()
+
+
+def test_predict_label_picks_the_most_probable_class_for_every_row(suite):
+    rows = list(SAMPLES.values())
+    body = httpx.post(suite.proxy.base_url + "/predict/label", json={"data": rows}).json()
+    assert [entry["label"] for entry in body["predictions"]] == list(SAMPLES)
+    assert body["prediction"] == body["predictions"][0]
+    assert body["unavailable"] == []
+    assert all(entry["proba"] > 0.9 for entry in body["predictions"])
+
+
+def test_test_endpoints_score_the_fixed_sample_at_every_service(suite):
+    posted = httpx.post(suite.proxy.base_url + "/predict/post/test").json()
+    got = httpx.get(suite.proxy.base_url + "/predict/get/test").json()
+    assert posted == got
+    assert set(posted) == set(CLASSES)
+    assert posted["setosa"]["prediction"][0] > 0.9
+
+
+@pytest.mark.parametrize(("case", "body", "message"), BAD_BODIES, ids=BAD_BODY_IDS)
+@pytest.mark.parametrize("path", ["/predict", "/predict/label"])
+def test_bad_input_gets_422_before_any_fan_out(suite, path, case, body, message):
+    response = httpx.post(suite.proxy.base_url + path, content=body, headers=JSON_HEADERS)
+    assert response.status_code == 422
+    assert message in str(response.json())
+    request_id = response.headers["X-Request-ID"]
+    for service in suite.services.values():
+        assert request_id not in service.log()
+
+
+def test_more_than_max_rows_is_422(suite):
+    response = httpx.post(
+        suite.proxy.base_url + "/predict/label", json={"data": [[1, 2, 3, 4]] * 10_001}
+    )
+    assert response.status_code == 422
+    assert "at most 10000 rows" in response.json()["error"]
+
+
+def test_request_id_reaches_every_service_and_comes_back(suite):
+    response = httpx.post(
+        suite.proxy.base_url + "/predict/label",
+        json={"data": [SAMPLES["setosa"]]},
+        headers={"X-Request-ID": "follow-me-7"},
+    )
+    assert response.headers["X-Request-ID"] == "follow-me-7"
+    for service in suite.services.values():
+        assert "[follow-me-7] POST /predict 200" in service.log()
+    assert "[follow-me-7] POST /predict/label 200" in suite.proxy.log()
+
+
+def test_a_killed_service_degrades_the_answers(own_suite):
+    own_suite.services["virginica"].signal(signal.SIGKILL)
+    own_suite.services["virginica"].popen.wait(10)
+    base = own_suite.proxy.base_url
+
+    predicted = httpx.post(base + "/predict", json={"data": [SAMPLES["setosa"]]})
+    assert predicted.status_code == 200
+    body = predicted.json()
+    assert body["virginica"]["error"] == "unreachable"
+    assert body["setosa"]["prediction"][0] > 0.9
+
+    labelled = httpx.post(base + "/predict/label", json={"data": list(SAMPLES.values())})
+    assert labelled.status_code == 200
+    body = labelled.json()
+    assert body["unavailable"] == ["virginica"]
+    assert [entry["label"] for entry in body["predictions"][:2]] == ["setosa", "versicolor"]
+    assert body["predictions"][2]["label"] in {"setosa", "versicolor"}
+
+    health = httpx.get(base + "/health/all")
+    assert health.status_code == 200
+    assert health.json()["virginica"]["health"] == "error"
+    assert health.json()["setosa"] == {"health": "ok"}
+
+
+def test_a_frozen_service_times_out_instead_of_hanging_the_proxy(own_suite):
+    frozen = own_suite.services["versicolor"]
+    frozen.signal(signal.SIGSTOP)
+    try:
+        response = httpx.post(
+            own_suite.proxy.base_url + "/predict/label",
+            json={"data": [SAMPLES["versicolor"]]},
+            timeout=10,
+        )
+    finally:
+        frozen.signal(signal.SIGCONT)
+    assert response.status_code == 200
+    assert response.json()["unavailable"] == ["versicolor"]
+    assert "backend versicolor failed (timeout)" in own_suite.proxy.log()
+
+
+def test_every_service_down_is_503_json(own_suite):
+    for service in own_suite.services.values():
+        service.signal(signal.SIGKILL)
+        service.popen.wait(10)
+    base = own_suite.proxy.base_url
+    for path in ["/predict", "/predict/label"]:
+        response = httpx.post(base + path, json={"data": [SAMPLES["setosa"]]})
+        assert response.status_code == 503
+        assert response.json()["error"] == "every service failed"
+        assert set(response.json()["services"]) == set(CLASSES)
+    assert httpx.get(base + "/health/all").status_code == 503
+    assert httpx.post(base + "/predict/post/test").status_code == 503

@@ -1,0 +1,37 @@
+"""The one validation rule, checked on the schema itself (the HTTP tests check each process)."""
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from src.schemas import PredictRequest
+from tests.bad_inputs import BAD_BODIES
+
+
+def test_accepts_ints_and_floats_and_keeps_every_row():
+    request = PredictRequest.model_validate_json('{"data": [[5, 3.5, 1.4, 0.2], [1, 2, 3, 4]]}')
+    assert request.as_array().shape == (2, 4)
+    assert request.as_array().dtype.name == "float32"
+
+
+def _parses(body: str) -> bool:
+    try:
+        json.loads(body)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+# Bodies that are not JSON at all never reach the schema; the HTTP tests cover them.
+JSON_BAD_BODIES = [case for case in BAD_BODIES if _parses(case[1])]
+
+
+@pytest.mark.parametrize(
+    ("case", "body", "message"), JSON_BAD_BODIES, ids=[case[0] for case in JSON_BAD_BODIES]
+)
+def test_rejects_bad_bodies(case, body, message):
+    parsed = json.loads(body)  # Python's parser, like FastAPI's, accepts NaN and Infinity
+    with pytest.raises(ValidationError) as error:
+        PredictRequest.model_validate(parsed)
+    assert message in str(error.value)
