@@ -31,7 +31,7 @@ class PredictRequest(BaseModel):
         return np.asarray(self.data, dtype=np.float32)
 
 
-def validated_request(body: PredictRequest, request: Request) -> PredictRequest:
+async def validated_request(body: PredictRequest, request: Request) -> PredictRequest:
     """The request once the row limit is checked too.
 
     MAX_ROWS comes from the process's settings, which the schema cannot see, so the
@@ -74,3 +74,31 @@ class LabelPrediction(BaseModel):
     prediction: LabelledProbability
     predictions: list[LabelledProbability]
     unavailable: list[str] = Field(default_factory=list, description="services that failed")
+
+
+class RegisteredItems(BaseModel):
+    """The batch API's answer to POST /predict: the items are stored, not yet scored."""
+
+    id: int = Field(description="the first item's id")
+    ids: list[int] = Field(description="one id per row, in request order")
+
+
+class ItemPrediction(BaseModel):
+    """An item's prediction; `prediction` is null until the batch job has scored it."""
+
+    id: int
+    prediction: dict[str, float] | None
+    label: str | None = None
+
+
+class ItemRecord(BaseModel):
+    id: int
+    data: list[float]
+    created_at: str
+    prediction: dict[str, float] | None = None
+    label: str | None = None
+
+
+class ItemPage(BaseModel):
+    items: list[ItemRecord]
+    next: int | None = Field(description="pass as after_id for the next page; null on the last")

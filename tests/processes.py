@@ -1,6 +1,7 @@
 """Start the suite's real processes for integration tests, and always stop them."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -12,6 +13,17 @@ from pathlib import Path
 import httpx
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The suite's own settings are not inherited from the shell that runs pytest (CI sets
+# MYSQL_* for example): each test passes exactly the settings it means.
+_SUITE_SETTING = re.compile(
+    r"(MODE|HOST|PORT|\w+_PORT|SERVICE_\w+|MYSQL_\w+|DATABASE_URL|BATCH_WAIT_TIME|WORKER_THREADS"
+    r"|CHUNK_SIZE|MODEL_FILEPATH|LABEL_FILEPATH|MAX_ROWS|LOG_LEVEL|LOG_FORMAT|BACKEND_\w+)"
+)
+
+
+def clean_environment() -> dict[str, str]:
+    """os.environ without the suite's settings."""
+    return {key: value for key, value in os.environ.items() if not _SUITE_SETTING.fullmatch(key)}
 
 
 def free_port() -> int:
@@ -66,7 +78,7 @@ class ProcessStarter:
         env: dict[str, str] | None = None,
         port: int | None = None,
     ) -> RunningProcess:
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        full_env = {**clean_environment(), "PYTHONUNBUFFERED": "1", **(env or {})}
         if port is not None:
             full_env["PORT"] = str(port)
         log_path = self.log_dir / f"{name}-{len(self.started)}.log"

@@ -1,0 +1,148 @@
+"""Load `POST /predict/label` and compare: the proxy, one service called directly, a naive proxy.
+
+Starts three class services, the proxy and the naive proxy (a new httpx client per
+request, as the tutorial did) on free ports, then sends a fixed number of requests at
+concurrency 1 and 32 to each and prints p50/p99 latency, requests/s and errors.
+Run: `make bench-proxy` (or `python bench/bench_proxy.py --requests 2000`).
+"""
+
+import argparse
+import asyncio
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The test harness already starts suite processes on free ports and stops them.
+from tests.processes import ProcessStarter, free_port, wait_until_healthy  # noqa: E402
+
+CLASSES = ("setosa", "versicolor", "virginica")
+BODY = {"data": [[6.5, 3.0, 5.5, 1.8]]}
+
+
+@dataclass
+class Result:
+    target: str
+    concurrency: int
+    requests: int
+    errors: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, fraction: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
+
+    def row(self) -> str:
+        return (
+            f"{self.target:<16} {self.concurrency:>4} {self.requests:>7} "
+            f"{self.percentile(0.5):>8.2f} {self.percentile(0.99):>8.2f} "
+            f"{self.rps:>9.1f} {self.errors:>6}"
+        )
+
+
+async def load(url: str, target: str, concurrency: int, requests: int) -> Result:
+    latencies: list[float] = []
+    errors = 0
+    remaining = iter(range(requests))
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            nonlocal errors
+            for _ in remaining:
+                started = time.perf_counter()
+                try:
+                    async with session.post(url, json=BODY) as response:
+                        await response.read()
+                        if response.status != 200:
+                            errors += 1
+                except aiohttp.ClientError:
+                    errors += 1
+                latencies.append(time.perf_counter() - started)
+
+        # Warm up connections and code paths before timing.
+        for _ in range(20):
+            async with session.post(url, json=BODY) as response:
+                await response.read()
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        seconds = time.perf_counter() - started
+    return Result(target, concurrency, requests, errors, seconds, latencies)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=2000, help="requests per measurement")
+    args = parser.parse_args()
+
+    starter = ProcessStarter(Path(tempfile.mkdtemp(prefix="bench-proxy-")))
+    try:
+        services = {
+            name: starter.start(
+                name, ["src.services"], {"MODE": name, "LOG_LEVEL": "WARNING"}, port=free_port()
+            )
+            for name in CLASSES
+        }
+        backend_env = {f"SERVICE_{n.upper()}": p.base_url for n, p in services.items()}
+        proxy = starter.start(
+            "proxy", ["src.proxy"], {**backend_env, "LOG_LEVEL": "WARNING"}, port=free_port()
+        )
+        naive = starter.start("naive", ["bench.naive_proxy"], backend_env, port=free_port())
+        for process in [*services.values(), proxy]:
+            wait_until_healthy(process)
+        wait_until_healthy(naive, "/docs")
+
+        targets = {
+            "proxy": proxy.base_url + "/predict/label",
+            "direct setosa": services["setosa"].base_url + "/predict",
+            "naive proxy": naive.base_url + "/predict/label",
+        }
+        results = {
+            (name, concurrency): asyncio.run(load(url, name, concurrency, args.requests))
+            for concurrency in (1, 32)
+            for name, url in targets.items()
+        }
+    finally:
+        starter.stop_all()
+
+    print(
+        f"\nPOST /predict/label, 1 row, {args.requests} requests per line, "
+        f"on {platform.node()} ({platform.processor() or platform.machine()}), "
+        f"load generator: aiohttp in one process on the same machine"
+    )
+    print(
+        f"{'target':<16} {'conc':>4} {'reqs':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9} "
+        f"{'errors':>6}"
+    )
+    for result in results.values():
+        print(result.row())
+
+    p50_ratio = results["proxy", 1].percentile(0.5) / results["direct setosa", 1].percentile(0.5)
+    throughput_ratio = results["proxy", 32].rps / results["naive proxy", 32].rps
+    errors = sum(result.errors for result in results.values())
+    checks = [
+        (f"proxy p50 at c=1 is {p50_ratio:.2f}x the direct call (target <= 4x)", p50_ratio <= 4),
+        (
+            f"proxy req/s at c=32 is {throughput_ratio:.1f}x the naive proxy (target >= 12x)",
+            throughput_ratio >= 12,
+        ),
+        (f"{errors} errors (target 0)", errors == 0),
+    ]
+    print()
+    for text, met in checks:
+        print(f"{'MET ' if met else 'MISSED'} {text}")
+    return 0 if all(met for _, met in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
