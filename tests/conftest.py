@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.processes import ProcessStarter
+from tests.processes import ProcessStarter, start_horizontal_suite
 
 
 @pytest.fixture
@@ -11,3 +11,17 @@ def processes(tmp_path):
     starter = ProcessStarter(tmp_path)
     yield starter
     starter.stop_all()
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    """Proxy + three class services, shared by the tests of a module that leave them running."""
+    starter = ProcessStarter(tmp_path_factory.mktemp("suite"))
+    yield start_horizontal_suite(starter)
+    starter.stop_all()
+
+
+@pytest.fixture
+def own_suite(processes):
+    """A horizontal suite of this test's own, for tests that stop or freeze services."""
+    return start_horizontal_suite(processes, {"BACKEND_TIMEOUT": "0.5"})

@@ -129,3 +129,27 @@ def wait_until_healthy(process: RunningProcess, path: str = "/health", timeout: 
 def port_is_free(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+CLASSES = ("setosa", "versicolor", "virginica")
+
+
+@dataclass
+class HorizontalSuite:
+    proxy: RunningProcess
+    services: dict[str, RunningProcess]
+
+
+def start_horizontal_suite(
+    starter: ProcessStarter, proxy_env: dict[str, str] | None = None
+) -> HorizontalSuite:
+    """Three class services and a proxy in front of them, all on free ports."""
+    services = {
+        name: starter.start(f"service-{name}", ["src.services"], {"MODE": name}, port=free_port())
+        for name in CLASSES
+    }
+    env = {f"SERVICE_{name.upper()}": process.base_url for name, process in services.items()}
+    proxy = starter.start("proxy", ["src.proxy"], {**env, **(proxy_env or {})}, port=free_port())
+    for process in [*services.values(), proxy]:
+        wait_until_healthy(process)
+    return HorizontalSuite(proxy, services)

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from tests.bad_inputs import BAD_BODIES, BAD_BODY_IDS, JSON_HEADERS
-from tests.proxy.conftest import CLASSES
+from tests.processes import CLASSES
 
 SAMPLES = {
     "setosa": [5.1, 3.5, 1.4, 0.2],
