@@ -36,6 +36,10 @@ lint: $(DEV_STAMP)
 models: $(DEV_STAMP)
 	$(VENV_PY) -m src.ml.train --output-dir models
 
+## Run the documented scenarios for real and write TEST_RESULTS.md.
+results: $(DEV_STAMP)
+	$(VENV_PY) scripts/record_results.py
+
 bench-proxy: $(DEV_STAMP)
 	$(VENV_PY) bench/bench_proxy.py $(BENCH_ARGS)
 
