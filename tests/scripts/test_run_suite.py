@@ -2,18 +2,16 @@
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
-import pytest
 import yaml
 
 from scripts.run_suite import COMPOSE_FILE, interpolate, load_processes
-from tests.processes import REPO_ROOT, clean_environment, free_port, port_is_free
+from tests.processes import REPO_ROOT, port_is_free
+from tests.stack.runner import PORT_VARIABLES, start_runner, stop_runner
 
 COMPOSE = yaml.safe_load(COMPOSE_FILE.read_text())
 BUILT_SERVICES = [name for name, service in COMPOSE["services"].items() if "build" in service]
@@ -83,45 +81,16 @@ def _processes_with_marker(marker: str) -> list[int]:
 
 
 def test_make_run_serves_the_readme_examples_and_stops_cleanly(tmp_path):
-    ports = {name: free_port() for name in ["PROXY", "SETOSA", "VERSICOLOR", "VIRGINICA", "API"]}
-    ports["JOB_METRICS"] = free_port()
     marker = f"RUN_SUITE_TEST_{os.getpid()}_{time.monotonic_ns()}"
-    env = {
-        **clean_environment(),
-        **{f"{name}_PORT": str(port) for name, port in ports.items()},
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'batch.sqlite3'}",
-        "BATCH_WAIT_TIME": "1",
-        marker: "1",
-    }
-    log_path = tmp_path / "run.log"
-    with log_path.open("wb") as log:
-        runner = subprocess.Popen(
-            [sys.executable, "scripts/run_suite.py"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    stack = start_runner(tmp_path, {marker: "1"})
     try:
-        deadline = time.monotonic() + 90
-        while "every process is ready" not in log_path.read_text():
-            assert runner.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.2)
-        assert len(_processes_with_marker(marker)) >= len(BUILT_SERVICES)
-
+        # The runner, and under it every compose service's process.
+        assert len(_processes_with_marker(marker)) > len(BUILT_SERVICES)
+        ports = {"9100": stack.env["PROXY_PORT"], "8000": stack.env["API_PORT"]}
         examples = _readme_curl_examples()
         assert len(examples) >= 5
-        default_ports = {"9100": "PROXY", "8000": "API"}
         for example in examples:
-            local = re.sub(
-                r"localhost:(9100|8000)",
-                lambda match: f"localhost:{ports[default_ports[match[1]]]}",
-                example,
-            )
-            if "/predict/id/" in local:
-                httpx.get(f"http://localhost:{ports['API']}/health")  # registered by now
+            local = re.sub(r"localhost:(9100|8000)", lambda m: f"localhost:{ports[m[1]]}", example)
             result = subprocess.run(
                 ["bash", "-c", local + " --fail-with-body --max-time 10"],
                 capture_output=True,
@@ -131,14 +100,12 @@ def test_make_run_serves_the_readme_examples_and_stops_cleanly(tmp_path):
             assert result.returncode == 0, (example, result.stdout, result.stderr)
             assert result.stdout.startswith("{"), (example, result.stdout)
     finally:
-        runner.send_signal(signal.SIGTERM)
-        try:
-            runner.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(runner.pid, signal.SIGKILL)
-            pytest.fail(f"runner did not stop on SIGTERM:\n{log_path.read_text()}")
+        exit_code = stop_runner(stack)
 
-    time.sleep(0.5)
+    assert exit_code is not None, stack.log()
+    deadline = time.monotonic() + 10
+    while _processes_with_marker(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert _processes_with_marker(marker) == [], "orphan processes left behind"
-    for name, port in ports.items():
-        assert port_is_free(port), f"{name} port {port} still taken"
+    for name in PORT_VARIABLES:
+        assert port_is_free(int(stack.env[name])), f"{name} {stack.env[name]} still taken"
