@@ -68,3 +68,60 @@ def _local_services() -> dict[str, str]:
     return {
         name: f"http://127.0.0.1:{FIRST_SERVICE_PORT + index}" for index, name in enumerate(names)
     }
+
+
+DEFAULT_SQLITE_URL = "sqlite:///data/batch.sqlite3"
+
+
+class DatabaseSettings(CommonSettings):
+    """Where the batch pattern's items and predictions live.
+
+    `DATABASE_URL` wins; else MySQL through pymysql when `MYSQL_SERVER` is set; else an
+    embedded SQLite file under data/, so the API and the job run with no database server.
+    """
+
+    database_url: str | None = None
+    mysql_server: str | None = None
+    mysql_port: int = 3306
+    mysql_user: str = "root"
+    mysql_password: str = ""
+    mysql_database: str = "sample_db"
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        if self.mysql_server:
+            # Built by SQLAlchemy so a password with '@' or '/' needs no escaping by hand.
+            from sqlalchemy.engine import URL
+
+            return URL.create(
+                "mysql+pymysql",
+                username=self.mysql_user,
+                password=self.mysql_password or None,
+                host=self.mysql_server,
+                port=self.mysql_port,
+                database=self.mysql_database,
+                query={"charset": "utf8mb4"},
+            ).render_as_string(hide_password=False)
+        return DEFAULT_SQLITE_URL
+
+
+class ApiSettings(DatabaseSettings):
+    """The batch API: registers items, serves their predictions once the job has run."""
+
+    port: int = 8000
+    label_filepath: Path = DEFAULT_LABEL_FILEPATH
+
+
+class JobSettings(DatabaseSettings):
+    """The batch job: scores every unscored item every `BATCH_WAIT_TIME` seconds."""
+
+    batch_wait_time: float = Field(60, ge=0, description="seconds between two passes")
+    worker_threads: int = Field(4, ge=1)
+    chunk_size: int = Field(5000, ge=1, description="items claimed, scored and written at once")
+    # 0 turns the metrics server off (short `--once` runs that nobody scrapes, tests).
+    metrics_port: int = Field(9200, ge=0)
+    # Backoff between attempts while the database is unreachable grows up to this.
+    db_retry_max_wait: float = Field(30, gt=0)
+    model_filepath: Path = MODELS_DIR / "iris_svc.onnx"
+    label_filepath: Path = DEFAULT_LABEL_FILEPATH

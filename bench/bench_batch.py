@@ -1,0 +1,274 @@
+"""Benchmark of the batch pattern against MySQL/MariaDB (`make bench-batch`).
+
+In one fresh database: registers ITEMS items through the real API process (POSTs of
+10,000 rows), times one `python -m src.task.job --once` pass over them, and compares it
+with, in the same run:
+- the floor: what the database needs with plain pymysql to read those rows and
+  bulk-insert as many prediction rows (no model, no SQLAlchemy, no claiming);
+- the per-item variant of the original tutorial: one predict and one commit per item,
+  on a sample.
+
+The server comes from BENCH_DATABASE_URL, TEST_DATABASE_URL or MYSQL_SERVER/MYSQL_PORT/
+MYSQL_USER/MYSQL_PASSWORD (default 127.0.0.1:3306, root, no password). The database
+`bench_<random>` is dropped at the end unless --keep.
+"""
+
+import argparse
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pymysql
+from sqlalchemy.engine import URL, make_url
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from src.db import queries  # noqa: E402
+from src.db.engine import create_db_engine, write_transaction  # noqa: E402
+from src.ml.predictor import Predictor  # noqa: E402
+from tests.processes import free_port, wait_until_healthy  # noqa: E402
+
+PASS_DONE = re.compile(r"pass done: (\d+) items scored in ([\d.]+)s")
+TARGET_ITEMS_PER_SECOND = 30_000
+TARGET_FLOOR_RATIO = 2.0
+TARGET_PER_ITEM_SPEEDUP = 200
+TARGET_POST_SECONDS = 1.0
+
+
+def server_url() -> URL:
+    for name in ("BENCH_DATABASE_URL", "TEST_DATABASE_URL"):
+        if os.environ.get(name):
+            return make_url(os.environ[name]).set(drivername="mysql+pymysql")
+    return URL.create(
+        "mysql+pymysql",
+        username=os.environ.get("MYSQL_USER") or "root",
+        password=os.environ.get("MYSQL_PASSWORD") or None,
+        host=os.environ.get("MYSQL_SERVER") or "127.0.0.1",
+        port=int(os.environ.get("MYSQL_PORT") or 3306),
+    )
+
+
+def pymysql_connect(url: URL, database: str | None = None, **options) -> pymysql.Connection:
+    return pymysql.connect(
+        host=url.host,
+        port=url.port or 3306,
+        user=url.username,
+        password=url.password or "",
+        database=database,
+        **options,
+    )
+
+
+class Process:
+    """A suite process started the way the compose file starts it, logging to a file."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path):
+        self.log_path = log_dir / f"{name}.log"
+        with self.log_path.open("wb") as log_file:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", *args],
+                cwd=REPO_ROOT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            self.popen.wait(15)
+
+
+def register_through_api(database_url: str, items: int, rows_per_post: int, log_dir: Path):
+    """POST `items` rows in requests of `rows_per_post`; the seconds each POST took."""
+    port = free_port()
+    api = Process("api", ["src.api"], {"DATABASE_URL": database_url, "PORT": str(port)}, log_dir)
+
+    class _Health:  # what wait_until_healthy needs of a process
+        name = "api"
+        base_url = f"http://127.0.0.1:{port}"
+        alive = staticmethod(lambda: api.popen.poll() is None)
+        log = staticmethod(api.log)
+
+    try:
+        wait_until_healthy(_Health, timeout=60)
+        rng = np.random.default_rng(0)
+        seconds = []
+        with httpx.Client(base_url=_Health.base_url, timeout=60) as client:
+            for _ in range(items // rows_per_post):
+                body = {"data": rng.uniform(0.1, 8, size=(rows_per_post, 4)).round(2).tolist()}
+                started = time.perf_counter()
+                response = client.post("/predict", json=body)
+                seconds.append(time.perf_counter() - started)
+                response.raise_for_status()
+        return seconds
+    finally:
+        api.stop()
+
+
+def time_job_pass(database_url: str, threads: int, chunk_size: int, log_dir: Path):
+    """One `--once` run: (items scored, seconds of the pass, seconds of the process)."""
+    env = {
+        "DATABASE_URL": database_url,
+        "METRICS_PORT": "0",
+        "WORKER_THREADS": str(threads),
+        "CHUNK_SIZE": str(chunk_size),
+    }
+    started = time.perf_counter()
+    job = Process("job", ["src.task.job", "--once"], env, log_dir)
+    code = job.popen.wait()
+    process_seconds = time.perf_counter() - started
+    if code != 0:
+        raise SystemExit(f"job exited {code}:\n{job.log()[-3000:]}")
+    scored, seconds = PASS_DONE.findall(job.log())[-1]
+    return int(scored), float(seconds), process_seconds
+
+
+def time_floor(server: URL, database: str, items: int) -> float:
+    """Plain pymysql: read the items, bulk-insert as many prediction rows, commit."""
+    with pymysql_connect(server, database) as connection, connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE floor_predictions LIKE predictions")
+        cursor.execute(
+            "ALTER TABLE floor_predictions ADD FOREIGN KEY (item_id) REFERENCES items (id)"
+        )
+        connection.commit()
+        started = time.perf_counter()
+        cursor.execute(
+            "SELECT id, sepal_length, sepal_width, petal_length, petal_width"
+            " FROM items ORDER BY id LIMIT %s",
+            (items,),
+        )
+        rows = cursor.fetchall()
+        cursor.executemany(
+            "INSERT INTO floor_predictions (item_id, probability_0, probability_1, probability_2)"
+            " VALUES (%s, %s, %s, %s)",
+            [(row[0], 0.25, 0.25, 0.5) for row in rows],
+        )
+        connection.commit()
+        return time.perf_counter() - started
+
+
+def time_per_item(database_url: str, sample: int, model_path: Path) -> float:
+    """The tutorial's way: one predict and one commit per item, over `sample` new items."""
+    engine = create_db_engine(database_url)
+    rows = np.random.default_rng(1).uniform(0.1, 8, size=(sample, 4)).round(2).tolist()
+    item_ids = queries.insert_items(engine, rows)
+    predictor = Predictor(model_path).load()
+    started = time.perf_counter()
+    unscored = queries.list_items(engine, "unpredicted", limit=sample, after_id=item_ids[0] - 1)
+    for row in unscored:
+        features = np.array(
+            [[row.sepal_length, row.sepal_width, row.petal_length, row.petal_width]]
+        )
+        probabilities = predictor.predict_proba(features)
+        with write_transaction(engine) as connection:
+            queries.insert_predictions(connection, [row.id], probabilities)
+    seconds = time.perf_counter() - started
+    engine.dispose()
+    return seconds
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--rows-per-post", type=int, default=10_000)
+    parser.add_argument("--per-item-sample", type=int, default=2_000)
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("WORKER_THREADS", 4)))
+    parser.add_argument("--chunk-size", type=int, default=int(os.environ.get("CHUNK_SIZE", 5000)))
+    parser.add_argument("--model", type=Path, default=REPO_ROOT / "models" / "iris_svc.onnx")
+    parser.add_argument("--log-dir", type=Path, default=REPO_ROOT / "data" / "bench-batch")
+    parser.add_argument("--keep", action="store_true", help="keep the bench database")
+    args = parser.parse_args()
+    args.log_dir.mkdir(parents=True, exist_ok=True)
+
+    server = server_url()
+    database = f"bench_{uuid.uuid4().hex[:10]}"
+    with pymysql_connect(server, autocommit=True) as admin, admin.cursor() as cursor:
+        cursor.execute("SELECT VERSION()")
+        version = cursor.fetchone()[0]
+        cursor.execute(f"CREATE DATABASE `{database}`")
+    database_url = server.set(database=database, query={"charset": "utf8mb4"}).render_as_string(
+        hide_password=False
+    )
+    print(f"server {version} at {server.host}:{server.port or 3306}, database {database}")
+    print(f"job: {args.threads} threads, chunks of {args.chunk_size}; cores: {os.cpu_count()}")
+    try:
+        post_seconds = register_through_api(
+            database_url, args.items, args.rows_per_post, args.log_dir
+        )
+        scored, pass_seconds, process_seconds = time_job_pass(
+            database_url, args.threads, args.chunk_size, args.log_dir
+        )
+        floor_seconds = time_floor(server, database, scored)
+        per_item_seconds = time_per_item(database_url, args.per_item_sample, args.model)
+    finally:
+        if not args.keep:
+            with pymysql_connect(server, autocommit=True) as admin, admin.cursor() as cursor:
+                cursor.execute(f"DROP DATABASE IF EXISTS `{database}`")
+
+    job_rate = scored / pass_seconds
+    floor_rate = scored / floor_seconds
+    per_item_rate = args.per_item_sample / per_item_seconds
+    rows = [
+        (
+            f"POST /predict, {args.rows_per_post:,} rows (first)",
+            args.rows_per_post,
+            post_seconds[0],
+        ),
+        (
+            f"POST /predict, {args.rows_per_post:,} rows (median of {len(post_seconds)})",
+            args.rows_per_post,
+            statistics.median(post_seconds),
+        ),
+        ("job --once: the pass", scored, pass_seconds),
+        ("job --once: the process, start-up included", scored, process_seconds),
+        ("floor: plain pymysql read + bulk insert", scored, floor_seconds),
+        ("per item: one predict + one commit each", args.per_item_sample, per_item_seconds),
+    ]
+    print()
+    print(f"{'step':<52} {'items':>9} {'seconds':>9} {'items/s':>10}")
+    for name, count, seconds in rows:
+        print(f"{name:<52} {count:>9,} {seconds:>9.3f} {count / seconds:>10,.0f}")
+    print()
+    floor_ratio = pass_seconds / floor_seconds
+    speedup = job_rate / per_item_rate
+    slowest_post = max(post_seconds)
+    print(f"{'target':<44} {'measured':>14}  verdict")
+    print(
+        f"{'job >= 30,000 items/s':<44} {job_rate:>14,.0f}  "
+        f"{_verdict(job_rate >= TARGET_ITEMS_PER_SECOND)}"
+    )
+    print(
+        f"{'job pass <= 2x the floor':<44} {floor_ratio:>13.2f}x  "
+        f"{_verdict(floor_ratio <= TARGET_FLOOR_RATIO)}"
+    )
+    print(
+        f"{'job >= 200x the per-item variant':<44} {speedup:>13,.0f}x  "
+        f"{_verdict(speedup >= TARGET_PER_ITEM_SPEEDUP)}"
+    )
+    print(
+        f"{'10,000-row POST < 1 s (slowest of the run)':<44} {slowest_post:>13.3f}s  "
+        f"{_verdict(slowest_post < TARGET_POST_SECONDS)}"
+    )
+    print(f"(floor {floor_rate:,.0f} items/s; per item {per_item_rate:,.0f} items/s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""The batch API: registers items to score and serves their predictions once the job ran.
+
+Start with `python -m src.api` (PORT and the database from the environment) or
+`uvicorn src.api.app:app --port 8000`. No inference happens here: POST /predict stores
+the rows and answers at once; the job (`python -m src.task.job`) scores them later.
+"""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse
+from prometheus_client import Counter
+from sqlalchemy import Engine, Row
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from src.db import queries
+from src.db.engine import create_db_engine, ping
+from src.db.retry import create_tables_when_reachable
+from src.db.tables import FEATURE_COLUMNS, PROBABILITY_COLUMNS
+from src.ml.predictor import ModelLoadError, load_labels
+from src.observability import configure_logging, request_id_var
+from src.schemas import (
+    N_FEATURES,
+    SAMPLE_ROW,
+    HealthResponse,
+    ItemPage,
+    ItemPrediction,
+    ItemRecord,
+    RegisteredItems,
+    ValidRequest,
+)
+from src.settings import ApiSettings
+from src.web import create_app
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+# The API waits this long for the database at start-up, then exits (and is restarted).
+STARTUP_DATABASE_WAIT_SECONDS = 60
+
+ITEMS_REGISTERED = Counter("api_items_registered_total", "Items stored by POST /predict")
+
+
+def load_batch_labels(label_path: Path) -> list[str]:
+    """The class names, one per probability column of the predictions table."""
+    labels = load_labels(label_path)
+    if len(labels) != len(PROBABILITY_COLUMNS):
+        raise ModelLoadError(
+            f"{label_path} names {len(labels)} classes; the predictions table stores "
+            f"{len(PROBABILITY_COLUMNS)}"
+        )
+    return labels
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = ApiSettings()
+    configure_logging(settings.log_level, settings.log_format)
+    app.state.settings = settings
+    app.state.labels = load_batch_labels(settings.label_filepath)
+    engine = create_db_engine(settings.resolved_database_url())
+    create_tables_when_reachable(engine, give_up_after=STARTUP_DATABASE_WAIT_SECONDS)
+    app.state.engine = engine
+    logger.info("batch API using %s", engine.url.render_as_string(hide_password=True))
+    yield
+    engine.dispose()
+
+
+def get_engine(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+def get_labels(request: Request) -> list[str]:
+    return request.app.state.labels
+
+
+def get_settings(request: Request) -> ApiSettings:
+    return request.app.state.settings
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+LabelsDep = Annotated[list[str], Depends(get_labels)]
+SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
+PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="items per page")]
+# Ids are BIGINT: a larger number is a 422, not a database error.
+MAX_ITEM_ID = 2**63 - 1
+ItemId = Annotated[int, PathParam(ge=1, le=MAX_ITEM_ID)]
+AfterId = Annotated[
+    int | None, Query(ge=0, le=MAX_ITEM_ID, description="only items with a larger id")
+]
+Offset = Annotated[int, Query(ge=0, description="items to skip (after after_id)")]
+
+app = create_app(
+    "batch API",
+    lifespan,
+    description="Registers rows for the batch job to score; serves the predictions by id.",
+)
+
+
+@app.exception_handler(SQLAlchemyError)
+async def _database_unavailable(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+    # The database is down or refused the statement: say so, never a stack trace.
+    logger.warning("database error on %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse(
+        status_code=503,
+        content={"error": "database unavailable", "request_id": request_id_var.get()},
+    )
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    # Same {"error": ...} shape as the 422 and 500 answers of every process.
+    return JSONResponse(status_code=exc.status_code, content={"error": exc.detail})
+
+
+def _probabilities(row: Row, labels: list[str]) -> dict[str, float] | None:
+    if row.scored_item_id is None:
+        return None
+    columns = zip(labels, PROBABILITY_COLUMNS, strict=True)
+    return {label: getattr(row, column) for label, column in columns}
+
+
+def _best_label(probabilities: dict[str, float]) -> str:
+    return max(probabilities, key=probabilities.__getitem__)
+
+
+def _record(row: Row, labels: list[str]) -> ItemRecord:
+    probabilities = _probabilities(row, labels)
+    return ItemRecord(
+        id=row.id,
+        data=[getattr(row, column) for column in FEATURE_COLUMNS],
+        created_at=row.created_at.isoformat(),
+        prediction=probabilities,
+        label=_best_label(probabilities) if probabilities else None,
+    )
+
+
+def _page(rows: list[Row], labels: list[str], limit: int) -> ItemPage:
+    # A full page may have a successor; a short one is the last.
+    next_after_id = rows[-1].id if len(rows) == limit else None
+    return ItemPage(items=[_record(row, labels) for row in rows], next=next_after_id)
+
+
+@app.get("/health", response_model=HealthResponse)
+def health(engine: EngineDep) -> HealthResponse | JSONResponse:
+    try:
+        ping(engine)
+    except SQLAlchemyError as error:
+        logger.warning("health check: database unreachable: %s", error)
+        return JSONResponse(
+            status_code=503, content={"health": "unavailable", "error": "database unreachable"}
+        )
+    return HealthResponse()
+
+
+@app.get("/metadata")
+def metadata(settings: SettingsDep, labels: LabelsDep, engine: EngineDep) -> dict:
+    return {
+        "data_type": "float32",
+        "data_structure": f"(N, {N_FEATURES})",
+        "data_sample": [SAMPLE_ROW],
+        "prediction_type": "float32",
+        "prediction_structure": f"(N, {len(labels)}): one probability per label",
+        "labels": labels,
+        "max_rows": settings.max_rows,
+        "database": engine.dialect.name,
+        "page_size": {"default": DEFAULT_PAGE_SIZE, "max": MAX_PAGE_SIZE},
+    }
+
+
+@app.post("/predict", response_model=RegisteredItems)
+def register(body: ValidRequest, engine: EngineDep) -> RegisteredItems:
+    # A plain `def`: FastAPI runs it in a worker thread, so the blocking insert
+    # does not hold up the event loop.
+    item_ids = queries.insert_items(engine, body.data)
+    ITEMS_REGISTERED.inc(len(item_ids))
+    return RegisteredItems(id=item_ids[0], ids=item_ids)
+
+
+@app.get("/predict/id/{item_id}", response_model=ItemPrediction, response_model_exclude_unset=True)
+def prediction_by_id(item_id: ItemId, engine: EngineDep, labels: LabelsDep) -> ItemPrediction:
+    row = queries.get_item(engine, item_id)
+    if row is None:
+        raise HTTPException(status_code=404, detail=f"no item with id {item_id}")
+    probabilities = _probabilities(row, labels)
+    if probabilities is None:
+        return ItemPrediction(id=row.id, prediction=None)
+    return ItemPrediction(id=row.id, prediction=probabilities, label=_best_label(probabilities))
+
+
+@app.get("/data/all", response_model=ItemPage)
+def all_items(
+    engine: EngineDep,
+    labels: LabelsDep,
+    limit: PageSize = DEFAULT_PAGE_SIZE,
+    after_id: AfterId = None,
+    offset: Offset = 0,
+) -> ItemPage:
+    return _page(queries.list_items(engine, "all", limit, after_id, offset), labels, limit)
+
+
+@app.get("/data/predicted", response_model=ItemPage)
+def predicted_items(
+    engine: EngineDep,
+    labels: LabelsDep,
+    limit: PageSize = DEFAULT_PAGE_SIZE,
+    after_id: AfterId = None,
+    offset: Offset = 0,
+) -> ItemPage:
+    return _page(queries.list_items(engine, "predicted", limit, after_id, offset), labels, limit)
+
+
+@app.get("/data/unpredicted", response_model=ItemPage)
+def unpredicted_items(
+    engine: EngineDep,
+    labels: LabelsDep,
+    limit: PageSize = DEFAULT_PAGE_SIZE,
+    after_id: AfterId = None,
+    offset: Offset = 0,
+) -> ItemPage:
+    return _page(queries.list_items(engine, "unpredicted", limit, after_id, offset), labels, limit)

@@ -1,0 +1,152 @@
+"""Plain functions over the batch tables: what the API and the job do to the database.
+
+Every write is a bulk statement in one transaction: a 10,000-row POST is one INSERT of
+10,000 rows, a chunk of scored items is one INSERT of a chunk of predictions.
+"""
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from sqlalchemy import Connection, Engine, Row, Select, func, insert, select, update
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from src.db.engine import is_mysql, write_transaction
+from src.db.tables import (
+    FEATURE_COLUMNS,
+    ITEMS_SEQUENCE,
+    PROBABILITY_COLUMNS,
+    id_blocks,
+    items,
+    predictions,
+)
+
+Scope = Literal["all", "predicted", "unpredicted"]
+
+
+def _allocate_item_ids(engine: Engine, count: int) -> int:
+    """Reserve `count` consecutive item ids; returns the first.
+
+    Its own short transaction, so concurrent POSTs queue on the counter row only for
+    the time of one UPDATE, not for their whole insert. A failed insert leaves a gap,
+    as auto-increment does.
+    """
+    with write_transaction(engine) as connection:
+        connection.execute(
+            update(id_blocks)
+            .where(id_blocks.c.name == ITEMS_SEQUENCE)
+            .values(next_id=id_blocks.c.next_id + count)
+        )
+        next_id = connection.execute(
+            select(id_blocks.c.next_id).where(id_blocks.c.name == ITEMS_SEQUENCE)
+        ).scalar_one()
+    return next_id - count
+
+
+def insert_items(engine: Engine, rows: Sequence[Sequence[float]]) -> list[int]:
+    """Store one unscored item per row, all in one transaction; returns their ids in order."""
+    if not rows:
+        return []
+    first_id = _allocate_item_ids(engine, len(rows))
+    item_ids = list(range(first_id, first_id + len(rows)))
+    values = [
+        dict(zip(FEATURE_COLUMNS, row, strict=True), id=item_id)
+        for item_id, row in zip(item_ids, rows, strict=True)
+    ]
+    with write_transaction(engine) as connection:
+        # A list of parameter sets is one executemany, which pymysql sends as multi-row INSERTs.
+        connection.execute(insert(items), values)
+    return item_ids
+
+
+def _items_with_predictions() -> Select:
+    return select(
+        items.c.id,
+        *(items.c[name] for name in FEATURE_COLUMNS),
+        items.c.created_at,
+        predictions.c.item_id.label("scored_item_id"),
+        *(predictions.c[name] for name in PROBABILITY_COLUMNS),
+    ).outerjoin_from(items, predictions, predictions.c.item_id == items.c.id)
+
+
+def get_item(engine: Engine, item_id: int) -> Row | None:
+    """One item with its probabilities (None in `scored_item_id` while unscored)."""
+    with engine.connect() as connection:
+        return connection.execute(
+            _items_with_predictions().where(items.c.id == item_id)
+        ).one_or_none()
+
+
+def list_items(
+    engine: Engine, scope: Scope, limit: int, after_id: int | None = None, offset: int = 0
+) -> list[Row]:
+    """One page of items in id order: keyset (`after_id`) and/or `offset`, at most `limit`."""
+    query = _items_with_predictions().order_by(items.c.id).limit(limit).offset(offset)
+    if after_id is not None:
+        query = query.where(items.c.id > after_id)
+    if scope == "predicted":
+        query = query.where(predictions.c.item_id.is_not(None))
+    elif scope == "unpredicted":
+        query = query.where(predictions.c.item_id.is_(None))
+    with engine.connect() as connection:
+        return list(connection.execute(query))
+
+
+def claim_unscored(connection: Connection, after_id: int, limit: int) -> list[Row]:
+    """The next `limit` unscored items after `after_id`, locked until the transaction ends.
+
+    On MySQL/MariaDB, FOR UPDATE SKIP LOCKED: rows another job has claimed are skipped,
+    not waited for, so concurrent jobs split the backlog. SQLite has no row locks; there
+    the caller's BEGIN IMMEDIATE makes the whole chunk one writer's at a time.
+    """
+    query = (
+        select(items.c.id, *(items.c[name] for name in FEATURE_COLUMNS))
+        .outerjoin_from(items, predictions, predictions.c.item_id == items.c.id)
+        .where(predictions.c.item_id.is_(None), items.c.id > after_id)
+        .order_by(items.c.id)
+        .limit(limit)
+    )
+    if is_mysql(connection):
+        query = query.with_for_update(skip_locked=True)
+    return list(connection.execute(query))
+
+
+def insert_predictions(
+    connection: Connection, item_ids: Sequence[int], probabilities: np.ndarray
+) -> None:
+    """Store one predictions row per item, in one bulk statement.
+
+    A row whose item already has a prediction is left alone: the claim makes that
+    impossible in normal operation, and the unique item_id keeps it exactly once regardless.
+    """
+    if not item_ids:
+        return
+    # Plain Python floats: pymysql would quote numpy scalars as strings.
+    values = [
+        dict(zip(PROBABILITY_COLUMNS, row, strict=True), item_id=item_id)
+        for item_id, row in zip(item_ids, probabilities.astype(float).tolist(), strict=True)
+    ]
+    if is_mysql(connection):
+        statement = mysql_insert(predictions).on_duplicate_key_update(item_id=predictions.c.item_id)
+    else:
+        statement = sqlite_insert(predictions).on_conflict_do_nothing(index_elements=["item_id"])
+    connection.execute(statement, values)
+
+
+def count_items(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return connection.execute(select(func.count()).select_from(items)).scalar_one()
+
+
+def count_predictions(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return connection.execute(select(func.count()).select_from(predictions)).scalar_one()
+
+
+def count_backlog(engine: Engine) -> int:
+    """Unscored items: every prediction belongs to exactly one item (unique foreign key)."""
+    with engine.connect() as connection:
+        total = connection.execute(select(func.count()).select_from(items)).scalar_one()
+        scored = connection.execute(select(func.count()).select_from(predictions)).scalar_one()
+    return total - scored

@@ -1,0 +1,250 @@
+"""The batch job: every `BATCH_WAIT_TIME` seconds, score every unscored item.
+
+`python -m src.task.job` loops forever; `--once` runs one pass and exits (cron, a
+Kubernetes CronJob). A pass hands chunks to a pool of `WORKER_THREADS` threads; each
+thread claims the next `CHUNK_SIZE` unscored items, scores them with one ONNX Runtime
+call (which releases the GIL) and writes their predictions with one bulk INSERT, all in
+one transaction. A killed job therefore leaves whole chunks or nothing, and the next
+pass scores what is left. Metrics are served on `METRICS_PORT` (0: off).
+"""
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+import numpy as np
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from sqlalchemy import Engine
+
+from src.db import queries
+from src.db.engine import create_db_engine, write_transaction
+from src.db.retry import (
+    DATABASE_DOWN_ERRORS,
+    call_with_db_retry,
+    create_tables_when_reachable,
+    is_lock_conflict,
+)
+from src.db.tables import PROBABILITY_COLUMNS
+from src.ml.predictor import ModelLoadError, Predictor
+from src.observability import configure_logging
+from src.schemas import SAMPLE_ROW
+from src.settings import JobSettings
+from src.startup import or_exit
+
+# By name: run as `python -m src.task.job`, __name__ would be "__main__".
+logger = logging.getLogger("src.task.job")
+
+# A pass over a large backlog logs its progress this often.
+PROGRESS_LOG_SECONDS = 5.0
+
+ITEMS_SCORED = Counter("batch_job_items_scored_total", "Items scored and stored")
+PASSES = Counter("batch_job_passes_total", "Scoring passes completed")
+PASS_DURATION = Histogram(
+    "batch_job_pass_duration_seconds",
+    "Time of one scoring pass",
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
+BACKLOG = Gauge("batch_job_backlog_items", "Unscored items, as of the last count")
+ERRORS = Counter("batch_job_errors_total", "Failed chunks and passes", ["kind"])
+DB_RETRIES = Counter("batch_job_db_retries_total", "Attempts retried: database unreachable")
+
+
+class ChunkCursor:
+    """The id after which the pass claims its next chunk, shared by the worker threads.
+
+    Claims are keyset reads (`id > after_id ORDER BY id LIMIT n`), so each one starts
+    where the previous ended instead of rescanning the items already claimed.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.after_id = 0
+
+
+@dataclass
+class PassResult:
+    scored: int
+    seconds: float
+
+    @property
+    def items_per_second(self) -> float:
+        return self.scored / self.seconds if self.seconds > 0 else 0.0
+
+
+def score_next_chunk(
+    engine: Engine, predictor: Predictor, cursor: ChunkCursor, chunk_size: int
+) -> int:
+    """Claim, score and store the next chunk in one transaction; returns its size (0: done)."""
+    with write_transaction(engine) as connection:
+        # Claims one at a time, so the pass's threads never claim overlapping chunks.
+        with cursor.lock:
+            rows = queries.claim_unscored(connection, cursor.after_id, chunk_size)
+            if rows:
+                cursor.after_id = rows[-1].id
+        if not rows:
+            return 0
+        item_ids = [row[0] for row in rows]
+        features = np.array([row[1:] for row in rows], dtype=np.float32)
+        queries.insert_predictions(connection, item_ids, predictor.predict_proba(features))
+    return len(item_ids)
+
+
+def run_pass(
+    engine: Engine,
+    predictor: Predictor,
+    pool: ThreadPoolExecutor,
+    settings: JobSettings,
+    stop_event: threading.Event,
+) -> PassResult:
+    """Score every unscored item; stops early (after the chunks in flight) on `stop_event`.
+
+    Raises the database error that interrupted it, once its chunks in flight are done,
+    so the caller can retry the pass when the database is back.
+    """
+    started = time.perf_counter()
+    backlog = queries.count_backlog(engine)
+    BACKLOG.set(backlog)
+    cursor = ChunkCursor()
+    scored = 0
+    database_error: Exception | None = None
+    last_progress = started
+
+    def submit() -> Future:
+        return pool.submit(score_next_chunk, engine, predictor, cursor, settings.chunk_size)
+
+    # One chunk per thread in flight; a finished chunk makes room for the next.
+    pending = {submit() for _ in range(settings.worker_threads)}
+    while pending:
+        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+        for future in done:
+            try:
+                chunk_scored = future.result()
+            except DATABASE_DOWN_ERRORS as error:
+                if not is_lock_conflict(error):
+                    database_error = error
+                    continue
+                # Another job holds a lock this chunk needs: leave it to the next pass.
+                logger.warning("chunk rolled back on a lock conflict: %s", error)
+                ERRORS.labels("lock_conflict").inc()
+                chunk_scored = None
+            except Exception:
+                # Its items stay unscored (the transaction rolled back); the next pass retries.
+                logger.exception("chunk failed; its items stay unscored until the next pass")
+                ERRORS.labels("chunk").inc()
+                chunk_scored = None
+            if chunk_scored:
+                scored += chunk_scored
+                ITEMS_SCORED.inc(chunk_scored)
+                BACKLOG.set(max(backlog - scored, 0))
+            if chunk_scored != 0 and database_error is None and not stop_event.is_set():
+                pending.add(submit())
+        now = time.perf_counter()
+        if pending and now - last_progress >= PROGRESS_LOG_SECONDS:
+            last_progress = now
+            logger.info(
+                "pass in progress: %d of about %d items scored (%.0f items/s)",
+                scored,
+                backlog,
+                scored / (now - started),
+            )
+    if database_error is not None:
+        raise database_error
+    result = PassResult(scored, time.perf_counter() - started)
+    PASSES.inc()
+    PASS_DURATION.observe(result.seconds)
+    BACKLOG.set(queries.count_backlog(engine))
+    logger.info(
+        "pass done: %d items scored in %.2fs (%.0f items/s)%s",
+        result.scored,
+        result.seconds,
+        result.items_per_second,
+        " (stopped early)" if stop_event.is_set() else "",
+    )
+    return result
+
+
+def load_job_predictor(settings: JobSettings) -> Predictor:
+    """The 3-class model, checked to give one probability per predictions column."""
+    predictor = Predictor(settings.model_filepath).load()
+    n_classes = predictor.predict_proba(np.asarray([SAMPLE_ROW])).shape[1]
+    if n_classes != len(PROBABILITY_COLUMNS):
+        raise ModelLoadError(
+            f"{settings.model_filepath} gives {n_classes} probabilities per row; "
+            f"the predictions table stores {len(PROBABILITY_COLUMNS)}"
+        )
+    return predictor
+
+
+def _stop_on_signals(stop_event: threading.Event) -> None:
+    def request_stop(signum: int, _frame) -> None:
+        logger.info("%s: finishing the chunks in flight, then exiting", signal.strsignal(signum))
+        stop_event.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+
+def _count_retry() -> None:
+    DB_RETRIES.inc()
+    ERRORS.labels("database").inc()
+
+
+def run(settings: JobSettings, predictor: Predictor, once: bool, stop_event: threading.Event):
+    engine = create_db_engine(
+        settings.resolved_database_url(), pool_size=settings.worker_threads + 1
+    )
+    logger.info(
+        "batch job using %s: %d threads, chunks of %d, %s",
+        engine.url.render_as_string(hide_password=True),
+        settings.worker_threads,
+        settings.chunk_size,
+        "one pass" if once else f"a pass every {settings.batch_wait_time:g}s",
+    )
+    retry_options = {
+        "max_wait": settings.db_retry_max_wait,
+        "stop_event": stop_event,
+        "on_retry": _count_retry,
+    }
+    pool = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="scorer")
+    try:
+        create_tables_when_reachable(engine, **retry_options)
+        # A pass at start-up too, so a restarted job catches up before its first wait.
+        while not stop_event.is_set():
+            call_with_db_retry(
+                lambda: run_pass(engine, predictor, pool, settings, stop_event),
+                what="scoring pass",
+                **retry_options,
+            )
+            if once or stop_event.wait(settings.batch_wait_time):
+                break
+    except DATABASE_DOWN_ERRORS as error:
+        if not stop_event.is_set():
+            raise
+        logger.info("stopped while the database was unreachable: %s", error)
+    finally:
+        pool.shutdown(wait=True)
+        engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--once", action="store_true", help="run one pass, then exit")
+    args = parser.parse_args(argv)
+    settings = or_exit("job", JobSettings)
+    configure_logging(settings.log_level, settings.log_format)
+    predictor = or_exit("job", lambda: load_job_predictor(settings))
+    stop_event = threading.Event()
+    _stop_on_signals(stop_event)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+        logger.info("metrics on :%d/metrics", settings.metrics_port)
+    run(settings, predictor, args.once, stop_event)
+    logger.info("batch job exiting")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+"""Fixtures of the batch pattern's tests (fresh databases), shared from tests/batch_support.py."""
+
+from tests.batch_support import database_url, mysql_url  # noqa: F401

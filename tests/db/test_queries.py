@@ -1,0 +1,136 @@
+"""The batch tables and queries, on SQLite and on a real MySQL-compatible server."""
+
+import threading
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from src.db import queries
+from src.db.engine import create_db_engine, create_tables, write_transaction
+from src.db.tables import predictions
+from tests.batch_support import ready_engine
+
+ROW = [5.1, 3.5, 1.4, 0.2]
+
+
+def _score(engine, after_id: int, limit: int, probability: float = 0.5) -> list[int]:
+    with write_transaction(engine) as connection:
+        rows = queries.claim_unscored(connection, after_id, limit)
+        item_ids = [row.id for row in rows]
+        scores = np.full((len(rows), 3), probability, dtype=np.float32)
+        queries.insert_predictions(connection, item_ids, scores)
+    return item_ids
+
+
+def test_create_tables_twice_keeps_rows_and_ids_going(database_url):
+    engine = ready_engine(database_url)
+    first = queries.insert_items(engine, [ROW, ROW])
+    create_tables(engine)
+    # A process starting later must not reset the id counter.
+    second = queries.insert_items(engine, [ROW])
+    assert first == [1, 2]
+    assert second == [3]
+    assert queries.count_items(engine) == 3
+
+
+def test_concurrent_starters_create_the_tables_once(database_url):
+    # The API and the job start together: neither may crash on the other's CREATE TABLE.
+    engines = [create_db_engine(database_url) for _ in range(4)]
+    errors = []
+    barrier = threading.Barrier(len(engines))
+
+    def start(engine) -> None:
+        barrier.wait()
+        try:
+            create_tables(engine)
+        except Exception as error:  # collected: an exception in a thread would be lost
+            errors.append(error)
+
+    threads = [threading.Thread(target=start, args=(engine,)) for engine in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert queries.insert_items(engines[0], [ROW]) == [1]
+
+
+def test_insert_items_returns_consecutive_ids_in_row_order(database_url):
+    engine = ready_engine(database_url)
+    rows = np.random.default_rng(0).uniform(0, 8, size=(2500, 4)).tolist()
+    item_ids = queries.insert_items(engine, rows)
+    assert item_ids == list(range(1, 2501))
+    stored = queries.get_item(engine, 1234)
+    assert [stored.sepal_length, stored.sepal_width, stored.petal_length, stored.petal_width] == (
+        pytest.approx(rows[1233])
+    )
+    assert stored.scored_item_id is None
+
+
+def test_concurrent_posts_get_disjoint_ids(database_url):
+    engine = ready_engine(database_url)
+    results: list[list[int]] = []
+
+    def register() -> None:
+        results.append(queries.insert_items(engine, [ROW] * 300))
+
+    threads = [threading.Thread(target=register) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    all_ids = [item_id for ids in results for item_id in ids]
+    assert len(results) == 4
+    assert sorted(all_ids) == list(range(1, 1201))
+    for ids in results:
+        assert ids == list(range(ids[0], ids[0] + 300))
+
+
+def test_get_item_unknown_is_none(database_url):
+    assert queries.get_item(ready_engine(database_url), 42) is None
+
+
+def test_claimed_chunks_follow_the_cursor_and_are_scored_once(database_url):
+    engine = ready_engine(database_url)
+    queries.insert_items(engine, [ROW] * 25)
+    assert _score(engine, after_id=0, limit=10) == list(range(1, 11))
+    assert _score(engine, after_id=10, limit=10) == list(range(11, 21))
+    # From the start again: scored items are no longer claimed.
+    assert _score(engine, after_id=0, limit=10) == list(range(21, 26))
+    assert _score(engine, after_id=0, limit=10) == []
+    assert queries.count_backlog(engine) == 0
+    assert queries.count_predictions(engine) == 25
+
+
+def test_a_second_prediction_for_an_item_is_ignored(database_url):
+    engine = ready_engine(database_url)
+    (item_id,) = queries.insert_items(engine, [ROW])
+    with write_transaction(engine) as connection:
+        queries.insert_predictions(connection, [item_id], np.array([[0.7, 0.2, 0.1]]))
+    with write_transaction(engine) as connection:
+        queries.insert_predictions(connection, [item_id], np.array([[0.1, 0.2, 0.7]]))
+    with engine.connect() as connection:
+        stored = connection.execute(select(predictions)).all()
+    assert len(stored) == 1
+    assert stored[0].probability_0 == pytest.approx(0.7)
+
+
+def test_list_items_pages_by_cursor_and_offset(database_url):
+    engine = ready_engine(database_url)
+    queries.insert_items(engine, [ROW] * 30)
+    _score(engine, after_id=0, limit=12)
+
+    assert [row.id for row in queries.list_items(engine, "all", limit=5)] == [1, 2, 3, 4, 5]
+    assert [row.id for row in queries.list_items(engine, "all", 5, after_id=27)] == [28, 29, 30]
+    assert [row.id for row in queries.list_items(engine, "all", 3, after_id=10, offset=2)] == [
+        13,
+        14,
+        15,
+    ]
+    predicted = queries.list_items(engine, "predicted", limit=100)
+    unpredicted = queries.list_items(engine, "unpredicted", limit=100)
+    assert [row.id for row in predicted] == list(range(1, 13))
+    assert [row.id for row in unpredicted] == list(range(13, 31))
+    assert all(row.probability_0 == pytest.approx(0.5) for row in predicted)
+    assert all(row.scored_item_id is None for row in unpredicted)
