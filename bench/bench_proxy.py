@@ -89,13 +89,13 @@ def main() -> int:
     try:
         services = {
             name: starter.start(
-                name, ["src.services"], {"MODE": name, "LOG_LEVEL": "WARNING"}, port=free_port()
+                name, ["src.services"], {"MODE": name}, port=free_port()
             )
             for name in CLASSES
         }
         backend_env = {f"SERVICE_{n.upper()}": p.base_url for n, p in services.items()}
         proxy = starter.start(
-            "proxy", ["src.proxy"], {**backend_env, "LOG_LEVEL": "WARNING"}, port=free_port()
+            "proxy", ["src.proxy"], backend_env, port=free_port()
         )
         naive = starter.start("naive", ["bench.naive_proxy"], backend_env, port=free_port())
         for process in [*services.values(), proxy]:

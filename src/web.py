@@ -31,7 +31,8 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     body = {"error": f"invalid request: {summary}", "detail": listed}
     if len(errors) > MAX_LISTED_ERRORS:
         body["more_errors"] = len(errors) - MAX_LISTED_ERRORS
-    if "json" not in request.headers.get("content-type", ""):
+    has_body = request.method in ("POST", "PUT", "PATCH")
+    if has_body and "json" not in request.headers.get("content-type", ""):
         # curl -d sends a form content type, which FastAPI does not parse as JSON.
         body["hint"] = "send the body as JSON with the header 'Content-Type: application/json'"
     return JSONResponse(status_code=422, content=body)

@@ -67,6 +67,14 @@ class Backends:
         self.services = {name: str(url).rstrip("/") for name, url in services.items()}
         self.client = client
         self.timeout = timeout
+        # Parsed once: URL parsing and merging is a measurable part of each call.
+        self._urls: dict[tuple[str, str], httpx.URL] = {}
+
+    def _url(self, service: str, path: str) -> httpx.URL:
+        key = (service, path)
+        if key not in self._urls:
+            self._urls[key] = httpx.URL(self.services[service] + path)
+        return self._urls[key]
 
     @property
     def names(self) -> list[str]:
@@ -89,13 +97,16 @@ class Backends:
     async def _call(
         self, service: str, method: str, path: str, content: bytes | None, headers: dict
     ) -> BackendResult:
-        url = self.services[service] + path
+        url = self._url(service, path)
         started = time.perf_counter()
         try:
             # One hard deadline for the whole call: httpx's own timeouts are per
             # phase, so a service that trickles bytes could otherwise hold us longer.
             async with asyncio.timeout(self.timeout):
-                response = await self.client.request(method, url, content=content, headers=headers)
+                # A ready Request skips the client's per-call merging of URL, params and
+                # cookies with its (empty) defaults; sending still goes through the pool.
+                request = httpx.Request(method, url, content=content, headers=headers)
+                response = await self.client.send(request)
             if response.status_code != 200:
                 return self._failed(
                     service, "bad_status", f"HTTP {response.status_code} from {url}"
