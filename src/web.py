@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from src.observability import RequestContextMiddleware, configure_logging, request_id_var
 from src.settings import CommonSettings
@@ -38,6 +39,13 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return JSONResponse(status_code=422, content=body)
 
 
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    # 404s, 405s and raised HTTPExceptions in the same {"error": ...} shape as the rest.
+    return JSONResponse(
+        status_code=exc.status_code, content={"error": exc.detail}, headers=exc.headers
+    )
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse(
@@ -54,6 +62,7 @@ def create_app(title: str, lifespan: Callable, description: str = "") -> FastAPI
     """A FastAPI app with the suite's error handlers, request middleware and /metrics."""
     app = FastAPI(title=title, description=description, lifespan=lifespan)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(RequestContextMiddleware)
     app.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)

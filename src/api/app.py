@@ -17,7 +17,6 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from sqlalchemy import Engine, Row
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from src.db import queries
 from src.db.engine import create_db_engine, ping
@@ -112,12 +111,6 @@ async def _database_unavailable(request: Request, exc: SQLAlchemyError) -> JSONR
         status_code=503,
         content={"error": "database unavailable", "request_id": request_id_var.get()},
     )
-
-
-@app.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    # Same {"error": ...} shape as the 422 and 500 answers of every process.
-    return JSONResponse(status_code=exc.status_code, content={"error": exc.detail})
 
 
 def _probabilities(row: Row, labels: list[str]) -> dict[str, float] | None:

@@ -137,3 +137,10 @@ def test_every_service_down_is_503_json(own_suite):
         assert set(response.json()["services"]) == set(CLASSES)
     assert httpx.get(base + "/health/all").status_code == 503
     assert httpx.post(base + "/predict/post/test").status_code == 503
+
+
+def test_unknown_routes_and_methods_answer_json(suite):
+    missing = httpx.get(suite.proxy.base_url + "/no/such/route")
+    assert missing.status_code == 404 and missing.json() == {"error": "Not Found"}
+    wrong_method = httpx.get(suite.proxy.base_url + "/predict/label")
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"]
