@@ -26,7 +26,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pymysql
 from sqlalchemy.engine import URL, make_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +34,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from src.db import queries  # noqa: E402
 from src.db.engine import create_db_engine, write_transaction  # noqa: E402
 from src.ml.predictor import Predictor  # noqa: E402
+from tests.mysql_server import connect, mysql_server_url  # noqa: E402
 from tests.processes import free_port, wait_until_healthy  # noqa: E402
 
 PASS_DONE = re.compile(r"pass done: (\d+) items scored in ([\d.]+)s")
@@ -45,27 +45,9 @@ TARGET_POST_SECONDS = 1.0
 
 
 def server_url() -> URL:
-    for name in ("BENCH_DATABASE_URL", "TEST_DATABASE_URL"):
-        if os.environ.get(name):
-            return make_url(os.environ[name]).set(drivername="mysql+pymysql")
-    return URL.create(
-        "mysql+pymysql",
-        username=os.environ.get("MYSQL_USER") or "root",
-        password=os.environ.get("MYSQL_PASSWORD") or None,
-        host=os.environ.get("MYSQL_SERVER") or "127.0.0.1",
-        port=int(os.environ.get("MYSQL_PORT") or 3306),
-    )
-
-
-def pymysql_connect(url: URL, database: str | None = None, **options) -> pymysql.Connection:
-    return pymysql.connect(
-        host=url.host,
-        port=url.port or 3306,
-        user=url.username,
-        password=url.password or "",
-        database=database,
-        **options,
-    )
+    if os.environ.get("BENCH_DATABASE_URL"):
+        return make_url(os.environ["BENCH_DATABASE_URL"]).set(drivername="mysql+pymysql")
+    return mysql_server_url()
 
 
 class Process:
@@ -139,7 +121,7 @@ def time_job_pass(database_url: str, threads: int, chunk_size: int, log_dir: Pat
 
 def time_floor(server: URL, database: str, items: int) -> float:
     """Plain pymysql: read the items, bulk-insert as many prediction rows, commit."""
-    with pymysql_connect(server, database) as connection, connection.cursor() as cursor:
+    with connect(server, database) as connection, connection.cursor() as cursor:
         cursor.execute("CREATE TABLE floor_predictions LIKE predictions")
         cursor.execute(
             "ALTER TABLE floor_predictions ADD FOREIGN KEY (item_id) REFERENCES items (id)"
@@ -200,7 +182,7 @@ def main() -> None:
 
     server = server_url()
     database = f"bench_{uuid.uuid4().hex[:10]}"
-    with pymysql_connect(server, autocommit=True) as admin, admin.cursor() as cursor:
+    with connect(server, autocommit=True) as admin, admin.cursor() as cursor:
         cursor.execute("SELECT VERSION()")
         version = cursor.fetchone()[0]
         cursor.execute(f"CREATE DATABASE `{database}`")
@@ -220,7 +202,7 @@ def main() -> None:
         per_item_seconds = time_per_item(database_url, args.per_item_sample, args.model)
     finally:
         if not args.keep:
-            with pymysql_connect(server, autocommit=True) as admin, admin.cursor() as cursor:
+            with connect(server, autocommit=True) as admin, admin.cursor() as cursor:
                 cursor.execute(f"DROP DATABASE IF EXISTS `{database}`")
 
     job_rate = scored / pass_seconds

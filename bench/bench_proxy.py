@@ -88,15 +88,11 @@ def main() -> int:
     starter = ProcessStarter(Path(tempfile.mkdtemp(prefix="bench-proxy-")))
     try:
         services = {
-            name: starter.start(
-                name, ["src.services"], {"MODE": name}, port=free_port()
-            )
+            name: starter.start(name, ["src.services"], {"MODE": name}, port=free_port())
             for name in CLASSES
         }
         backend_env = {f"SERVICE_{n.upper()}": p.base_url for n, p in services.items()}
-        proxy = starter.start(
-            "proxy", ["src.proxy"], backend_env, port=free_port()
-        )
+        proxy = starter.start("proxy", ["src.proxy"], backend_env, port=free_port())
         naive = starter.start("naive", ["bench.naive_proxy"], backend_env, port=free_port())
         for process in [*services.values(), proxy]:
             wait_until_healthy(process)

@@ -22,10 +22,11 @@ from pathlib import Path
 
 import httpx
 import pymysql
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # The test harness already starts suite processes on free ports and stops them.
+from tests.mysql_server import connect, mysql_server_url  # noqa: E402
 from tests.processes import (  # noqa: E402
     REPO_ROOT,
     ProcessStarter,
@@ -182,38 +183,16 @@ def batch_scenarios(
 
 
 def _mysql_server() -> URL | None:
-    if os.environ.get("TEST_DATABASE_URL"):
-        server = make_url(os.environ["TEST_DATABASE_URL"])
-    else:
-        server = URL.create(
-            "mysql+pymysql",
-            username=os.environ.get("MYSQL_USER") or "root",
-            password=os.environ.get("MYSQL_PASSWORD") or None,
-            host=os.environ.get("MYSQL_SERVER") or "127.0.0.1",
-            port=int(os.environ.get("MYSQL_PORT") or 3306),
-        )
+    server = mysql_server_url()
     try:
-        pymysql.connect(
-            host=server.host,
-            port=server.port or 3306,
-            user=server.username,
-            password=server.password or "",
-            connect_timeout=3,
-        ).close()
+        connect(server, connect_timeout=3).close()
     except pymysql.MySQLError:
         return None
-    return server.set(drivername="mysql+pymysql")
+    return server
 
 
 def _mysql(server: URL, statement: str) -> None:
-    connection = pymysql.connect(
-        host=server.host,
-        port=server.port or 3306,
-        user=server.username,
-        password=server.password or "",
-        autocommit=True,
-    )
-    with connection, connection.cursor() as cursor:
+    with connect(server, autocommit=True) as connection, connection.cursor() as cursor:
         cursor.execute(statement)
 
 
@@ -262,12 +241,7 @@ def main() -> int:
                 database = f"results_{uuid.uuid4().hex[:8]}"
                 _mysql(server, f"CREATE DATABASE {database}")
                 try:
-                    with pymysql.connect(
-                        host=server.host,
-                        port=server.port or 3306,
-                        user=server.username,
-                        password=server.password or "",
-                    ) as connection:
+                    with connect(server) as connection:
                         version = connection.get_server_info()
                     batch_scenarios(
                         recorder,

@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy.engine import URL, make_url
 
 from src.db.engine import create_db_engine, create_tables
+from tests.mysql_server import connect, mysql_server_url
 from tests.processes import ProcessStarter, RunningProcess
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,28 +32,8 @@ CLASSIC_SAMPLES = [
 ]
 
 
-def mysql_server_url() -> URL:
-    """The test server (its database part is replaced by a fresh one per test)."""
-    if os.environ.get("TEST_DATABASE_URL"):
-        return make_url(os.environ["TEST_DATABASE_URL"]).set(drivername="mysql+pymysql")
-    return URL.create(
-        "mysql+pymysql",
-        username=os.environ.get("MYSQL_USER") or "root",
-        password=os.environ.get("MYSQL_PASSWORD") or None,
-        host=os.environ.get("MYSQL_SERVER") or "127.0.0.1",
-        port=int(os.environ.get("MYSQL_PORT") or 3306),
-    )
-
-
 def _admin_connection(server: URL) -> pymysql.Connection:
-    return pymysql.connect(
-        host=server.host,
-        port=server.port or 3306,
-        user=server.username,
-        password=server.password or "",
-        connect_timeout=3,
-        autocommit=True,
-    )
+    return connect(server, connect_timeout=3, autocommit=True)
 
 
 def _require_mysql(server: URL) -> None:
@@ -100,14 +81,7 @@ def ready_engine(url: str):
 def mysql_connection(url: str) -> pymysql.Connection:
     """A plain pymysql connection to the database of `url` (for locks the test holds)."""
     parsed = make_url(url)
-    return pymysql.connect(
-        host=parsed.host,
-        port=parsed.port or 3306,
-        user=parsed.username,
-        password=parsed.password or "",
-        database=parsed.database,
-        autocommit=False,
-    )
+    return connect(parsed, parsed.database, autocommit=False)
 
 
 def job_env(database_url: str, **overrides: object) -> dict[str, str]:

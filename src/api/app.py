@@ -188,34 +188,14 @@ def prediction_by_id(item_id: ItemId, engine: EngineDep, labels: LabelsDep) -> I
     return ItemPrediction(id=row.id, prediction=probabilities, label=_best_label(probabilities))
 
 
-@app.get("/data/all", response_model=ItemPage)
-def all_items(
+@app.get("/data/{scope}", response_model=ItemPage)
+def list_items(
+    scope: queries.Scope,
     engine: EngineDep,
     labels: LabelsDep,
     limit: PageSize = DEFAULT_PAGE_SIZE,
     after_id: AfterId = None,
     offset: Offset = 0,
 ) -> ItemPage:
-    return _page(queries.list_items(engine, "all", limit, after_id, offset), labels, limit)
-
-
-@app.get("/data/predicted", response_model=ItemPage)
-def predicted_items(
-    engine: EngineDep,
-    labels: LabelsDep,
-    limit: PageSize = DEFAULT_PAGE_SIZE,
-    after_id: AfterId = None,
-    offset: Offset = 0,
-) -> ItemPage:
-    return _page(queries.list_items(engine, "predicted", limit, after_id, offset), labels, limit)
-
-
-@app.get("/data/unpredicted", response_model=ItemPage)
-def unpredicted_items(
-    engine: EngineDep,
-    labels: LabelsDep,
-    limit: PageSize = DEFAULT_PAGE_SIZE,
-    after_id: AfterId = None,
-    offset: Offset = 0,
-) -> ItemPage:
-    return _page(queries.list_items(engine, "unpredicted", limit, after_id, offset), labels, limit)
+    """One page of all, predicted or unpredicted items, in id order."""
+    return _page(queries.list_items(engine, scope, limit, after_id, offset), labels, limit)

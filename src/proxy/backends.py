@@ -76,10 +76,6 @@ class Backends:
             self._urls[key] = httpx.URL(self.services[service] + path)
         return self._urls[key]
 
-    @property
-    def names(self) -> list[str]:
-        return list(self.services)
-
     async def call_all(
         self, method: str, path: str, payload: dict | None = None
     ) -> dict[str, BackendResult]:
