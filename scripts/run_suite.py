@@ -131,7 +131,8 @@ def main() -> int:
     for process in processes:
         manager.add_process(
             process.name,
-            shlex.join(process.command),
+            # exec: the process honcho signals is the program itself, not a shell around it.
+            "exec " + shlex.join(process.command),
             env={**os.environ, "PYTHONUNBUFFERED": "1", **process.env},
             cwd=str(REPO_ROOT),
         )
