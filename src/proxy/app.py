@@ -15,6 +15,7 @@ from src.observability import configure_logging
 from src.proxy.backends import BackendResult, Backends, create_client
 from src.schemas import (
     SAMPLE_ROW,
+    BinaryPrediction,
     HealthResponse,
     LabelPrediction,
     ValidRequest,
@@ -64,7 +65,7 @@ def _keyed(results: dict[str, BackendResult]) -> dict:
 
 
 async def _fan_out(backends: Backends, method: str, path: str, payload: dict | None = None):
-    results = await backends.call_all(method, path, payload)
+    results = await backends.call_all(method, path, payload, expect=BinaryPrediction)
     if not any(result.ok for result in results.values()):
         return _all_failed(results)
     return _keyed(results)
@@ -106,8 +107,15 @@ async def predict(body: ValidRequest, backends: BackendsDep):
 
 @app.post("/predict/label", response_model=LabelPrediction)
 async def predict_label(body: ValidRequest, backends: BackendsDep):
-    results = await backends.call_all("POST", "/predict", {"data": body.data})
-    healthy = [result for result in results.values() if result.ok]
+    results = await backends.call_all(
+        "POST", "/predict", {"data": body.data}, expect=BinaryPrediction
+    )
+    # A service that answered for another number of rows cannot be compared row by row.
+    healthy = [
+        result
+        for result in results.values()
+        if result.ok and len(result.body["predictions"]) == len(body.data)
+    ]
     if not healthy:
         return _all_failed(results)
     # Column 0 of each service's answer is P(its class); pick the most probable per row.
@@ -125,7 +133,7 @@ async def predict_label(body: ValidRequest, backends: BackendsDep):
         {
             "prediction": labelled[0],
             "predictions": labelled,
-            "unavailable": [result.service for result in results.values() if not result.ok],
+            "unavailable": [name for name in results if results[name] not in healthy],
         }
     )
 

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 from httpx_aiohttp import AiohttpTransport
 from prometheus_client import Counter, Histogram
+from pydantic import BaseModel
 
 from src.observability import REQUEST_ID_HEADER, request_id_var
 
@@ -77,8 +78,13 @@ class Backends:
         return self._urls[key]
 
     async def call_all(
-        self, method: str, path: str, payload: dict | None = None
+        self,
+        method: str,
+        path: str,
+        payload: dict | None = None,
+        expect: type[BaseModel] | None = None,
     ) -> dict[str, BackendResult]:
+        """Every service's answer; with `expect`, a body not of that schema is a failure."""
         # Encode the body and headers once for every backend, not once per call.
         headers = {REQUEST_ID_HEADER: request_id_var.get()}
         content = None
@@ -86,12 +92,18 @@ class Backends:
             content = json.dumps(payload).encode()
             headers["Content-Type"] = "application/json"
         results = await asyncio.gather(
-            *(self._call(name, method, path, content, headers) for name in self.services)
+            *(self._call(name, method, path, content, headers, expect) for name in self.services)
         )
         return {result.service: result for result in results}
 
     async def _call(
-        self, service: str, method: str, path: str, content: bytes | None, headers: dict
+        self,
+        service: str,
+        method: str,
+        path: str,
+        content: bytes | None,
+        headers: dict,
+        expect: type[BaseModel] | None,
     ) -> BackendResult:
         url = self._url(service, path)
         started = time.perf_counter()
@@ -107,12 +119,15 @@ class Backends:
                 return self._failed(
                     service, "bad_status", f"HTTP {response.status_code} from {url}"
                 )
-            return BackendResult(service, body=json.loads(response.content))
+            body = json.loads(response.content)
+            if expect is not None:
+                expect.model_validate(body)
+            return BackendResult(service, body=body)
         except TimeoutError:
             return self._failed(service, "timeout", f"no answer from {url} in {self.timeout}s")
         except httpx.TransportError as error:
             return self._failed(service, "unreachable", f"{url}: {error!r}")
-        except ValueError as error:  # the body was not JSON
+        except ValueError as error:  # not JSON, or not the expected schema
             return self._failed(service, "bad_response", f"{url}: {error}")
         finally:
             BACKEND_LATENCY.labels(service).observe(time.perf_counter() - started)

@@ -1,6 +1,8 @@
 """The proxy over HTTP: fan-out, aggregation, validation and degraded answers."""
 
 import signal
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -144,3 +146,42 @@ def test_unknown_routes_and_methods_answer_json(suite):
     assert missing.status_code == 404 and missing.json() == {"error": "Not Found"}
     wrong_method = httpx.get(suite.proxy.base_url + "/predict/label")
     assert wrong_method.status_code == 405 and wrong_method.json()["error"]
+
+
+class _WrongAnswerHandler(BaseHTTPRequestHandler):
+    """A backend that answers 200 with JSON of the wrong shape."""
+
+    def do_POST(self):  # noqa: N802 (the stdlib's naming)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = b'{"unexpected": true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_service_answering_the_wrong_shape_counts_as_failed(processes):
+    wrong = ThreadingHTTPServer(("127.0.0.1", 0), _WrongAnswerHandler)
+    threading.Thread(target=wrong.serve_forever, daemon=True).start()
+    try:
+        setosa = processes.start_http("setosa", ["src.services"], {"MODE": "setosa"})
+        proxy = processes.start_http(
+            "proxy",
+            ["src.proxy"],
+            {
+                "SERVICE_SETOSA": setosa.base_url,
+                "SERVICE_ODD": f"http://127.0.0.1:{wrong.server_address[1]}",
+            },
+        )
+        labelled = httpx.post(proxy.base_url + "/predict/label", json={"data": [SAMPLES["setosa"]]})
+        assert labelled.status_code == 200
+        assert labelled.json()["unavailable"] == ["odd"]
+        assert labelled.json()["prediction"]["label"] == "setosa"
+        predicted = httpx.post(proxy.base_url + "/predict", json={"data": [SAMPLES["setosa"]]})
+        assert predicted.json()["odd"]["error"] == "bad_response"
+    finally:
+        wrong.shutdown()
