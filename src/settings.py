@@ -91,7 +91,8 @@ class DatabaseSettings(CommonSettings):
         if self.database_url:
             return self.database_url
         if self.mysql_server:
-            # Built by SQLAlchemy so a password with '@' or '/' needs no escaping by hand.
+            # Built by SQLAlchemy so a password with "@" or "/" needs no escaping by hand;
+            # imported here because the proxy and class services never need SQLAlchemy.
             from sqlalchemy.engine import URL
 
             return URL.create(
