@@ -80,7 +80,7 @@ def test_the_id_query_parameter_traces_the_request_in_the_log(versicolor):
 def test_port_defaults_by_mode(processes, mode):
     expected = {"setosa": 9101, "versicolor": 9102, "virginica": 9103}[mode]
     if not port_is_free(expected):
-        pytest.skip(f"port {expected} is taken on this machine (another suite running?)")
+        pytest.skip(reason=f"port {expected} is taken on this machine (another suite running?)")
     # An empty PORT means "unset", so the class's default port applies.
     service = processes.start("default-port", ["src.services"], {"MODE": mode, "PORT": ""})
     service.port = expected
