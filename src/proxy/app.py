@@ -116,6 +116,7 @@ async def predict_label(body: ValidRequest, backends: BackendsDep):
         for result in results.values()
         if result.ok and len(result.body["predictions"]) == len(body.data)
     ]
+    answered = {result.service for result in healthy}
     if not healthy:
         return _all_failed(results)
     # Column 0 of each service's answer is P(its class); pick the most probable per row.
@@ -133,7 +134,7 @@ async def predict_label(body: ValidRequest, backends: BackendsDep):
         {
             "prediction": labelled[0],
             "predictions": labelled,
-            "unavailable": [name for name in results if results[name] not in healthy],
+            "unavailable": [name for name in results if name not in answered],
         }
     )
 

@@ -2,6 +2,7 @@
 
 import re
 import signal
+from contextlib import contextmanager
 
 import httpx
 import numpy as np
@@ -110,19 +111,26 @@ def _job_waits_on_a_lock(database_url: str) -> bool:
         return cursor.fetchone()[0] > 0
 
 
+@contextmanager
+def _job_held_in_its_fifth_chunk(engine, mysql_url, processes, env, *job_args):
+    """A job started over a seeded backlog, waiting on a lock inside its fifth chunk."""
+    blocker = _seed_with_a_blocked_gap(engine, mysql_url)
+    try:
+        job = processes.start("job", ["src.task.job", *job_args], env)
+        wait_for(lambda: _job_waits_on_a_lock(mysql_url), 60, "the job to wait in its fifth chunk")
+        yield job
+    finally:
+        blocker.rollback()
+        blocker.close()
+
+
 @pytest.mark.mysql
 def test_sigkill_mid_pass_then_rerun_scores_each_item_once(mysql_url, processes):
     engine = ready_engine(mysql_url)
     env = job_env(mysql_url, CHUNK_SIZE=100, WORKER_THREADS=1)
-    blocker = _seed_with_a_blocked_gap(engine, mysql_url)
-    try:
-        job = processes.start("job", ["src.task.job", "--once"], env)
-        wait_for(lambda: _job_waits_on_a_lock(mysql_url), 60, "the job to wait in its fifth chunk")
+    with _job_held_in_its_fifth_chunk(engine, mysql_url, processes, env, "--once") as job:
         job.signal(signal.SIGKILL)
         job.popen.wait(10)
-    finally:
-        blocker.rollback()
-        blocker.close()
     # Whole chunks or nothing: four chunks and the two seeded rows, none of the killed chunk.
     assert queries.count_predictions(engine) == 402
 
@@ -134,15 +142,9 @@ def test_sigkill_mid_pass_then_rerun_scores_each_item_once(mysql_url, processes)
 def test_sigterm_finishes_the_current_chunk_and_exits_0(mysql_url, processes):
     engine = ready_engine(mysql_url)
     env = job_env(mysql_url, CHUNK_SIZE=100, WORKER_THREADS=1)
-    blocker = _seed_with_a_blocked_gap(engine, mysql_url)
-    try:
-        job = processes.start("job", ["src.task.job"], env)
-        wait_for(lambda: _job_waits_on_a_lock(mysql_url), 60, "the job to wait in its fifth chunk")
+    with _job_held_in_its_fifth_chunk(engine, mysql_url, processes, env) as job:
         job.signal(signal.SIGTERM)
         wait_for_log(job, "finishing the chunks in flight")
-    finally:
-        blocker.rollback()
-        blocker.close()
     assert job.popen.wait(30) == 0, job.log()[-3000:]
     # The chunk in flight (401..501) was finished, and no new one was started.
     assert queries.count_predictions(engine) == 502
