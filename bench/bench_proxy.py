@@ -50,39 +50,63 @@ class Result:
         )
 
 
-async def load(url: str, target: str, concurrency: int, requests: int) -> Result:
-    latencies: list[float] = []
-    errors = 0
+async def _timed_requests(
+    session: aiohttp.ClientSession, url: str, concurrency: int, requests: int, result: Result
+) -> None:
     remaining = iter(range(requests))
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def worker() -> None:
-            nonlocal errors
-            for _ in remaining:
-                started = time.perf_counter()
-                try:
-                    async with session.post(url, json=BODY) as response:
-                        await response.read()
-                        if response.status != 200:
-                            errors += 1
-                except aiohttp.ClientError:
-                    errors += 1
-                latencies.append(time.perf_counter() - started)
+    async def worker() -> None:
+        for _ in remaining:
+            started = time.perf_counter()
+            try:
+                async with session.post(url, json=BODY) as response:
+                    await response.read()
+                    if response.status != 200:
+                        result.errors += 1
+            except aiohttp.ClientError:
+                result.errors += 1
+            result.latencies.append(time.perf_counter() - started)
 
-        # Warm up connections and code paths before timing.
-        for _ in range(20):
-            async with session.post(url, json=BODY) as response:
-                await response.read()
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        seconds = time.perf_counter() - started
-    return Result(target, concurrency, requests, errors, seconds, latencies)
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    result.seconds += time.perf_counter() - started
+
+
+async def load_interleaved(
+    targets: dict[str, str], concurrency: int, requests: int, rounds: int
+) -> list[Result]:
+    """`requests` per target, sent in `rounds` slices that alternate between the targets.
+
+    This VM's speed drifts (other tenants); alternating slices puts every target
+    through the same conditions, so their ratios are not skewed by a slow minute.
+    """
+    sessions = {
+        name: aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency))
+        for name in targets
+    }
+    results = {name: Result(name, concurrency, requests, 0, 0.0, []) for name in targets}
+    try:
+        for name, url in targets.items():
+            # Warm up connections and code paths before timing.
+            for _ in range(20):
+                async with sessions[name].post(url, json=BODY) as response:
+                    await response.read()
+        per_round = [requests // rounds + (i < requests % rounds) for i in range(rounds)]
+        for slice_size in per_round:
+            for name, url in targets.items():
+                await _timed_requests(sessions[name], url, concurrency, slice_size, results[name])
+    finally:
+        for session in sessions.values():
+            await session.close()
+    return list(results.values())
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=2000, help="requests per measurement")
+    parser.add_argument(
+        "--rounds", type=int, default=10, help="slices per measurement, alternating targets"
+    )
     args = parser.parse_args()
 
     starter = ProcessStarter(Path(tempfile.mkdtemp(prefix="bench-proxy-")))
@@ -104,9 +128,11 @@ def main() -> int:
             "naive proxy": naive.base_url + "/predict/label",
         }
         results = {
-            (name, concurrency): asyncio.run(load(url, name, concurrency, args.requests))
+            (result.target, concurrency): result
             for concurrency in (1, 32)
-            for name, url in targets.items()
+            for result in asyncio.run(
+                load_interleaved(targets, concurrency, args.requests, args.rounds)
+            )
         }
     finally:
         starter.stop_all()
@@ -114,6 +140,7 @@ def main() -> int:
     print(
         f"\nPOST /predict/label, 1 row, {args.requests} requests per line, "
         f"on {platform.node()} ({platform.processor() or platform.machine()}), "
+        f"in {args.rounds} alternating slices; "
         f"load generator: aiohttp in one process on the same machine"
     )
     print(

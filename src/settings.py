@@ -26,6 +26,12 @@ class CommonSettings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     max_rows: int = Field(10_000, ge=1)
+    # Longer than any client's idle-connection timeout (the proxy's BACKEND_KEEPALIVE,
+    # load balancers' 60 s): a server that closes an idle connection first races the
+    # client's next request on it, and that request fails.
+    keep_alive_timeout: float = Field(
+        65, gt=0, description="seconds the server keeps an idle connection open"
+    )
 
 
 class ServiceSettings(CommonSettings):
@@ -46,6 +52,9 @@ class ProxySettings(CommonSettings):
     port: int = 9100
     backend_timeout: float = Field(2.0, gt=0, description="seconds for one backend call")
     backend_connections: int = Field(100, ge=1, description="pooled connections in all")
+    backend_keepalive: float = Field(
+        15, gt=0, description="seconds an idle pooled connection is kept; below KEEP_ALIVE_TIMEOUT"
+    )
     # Filled from every SERVICE_<NAME> variable; a fourth class needs a variable, not code.
     services: dict[str, HttpUrl] = Field(default_factory=dict)
 

@@ -78,5 +78,6 @@ def serve(app_path: str, settings: CommonSettings, port: int) -> None:
         port=port,
         log_config=None,
         access_log=False,  # RequestContextMiddleware logs one line per request
+        timeout_keep_alive=settings.keep_alive_timeout,
         timeout_graceful_shutdown=10,
     )

@@ -29,7 +29,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = ProxySettings()
     configure_logging(settings.log_level, settings.log_format)
     app.state.settings = settings
-    async with create_client(settings.backend_connections) as client:
+    async with create_client(settings.backend_connections, settings.backend_keepalive) as client:
         app.state.backends = Backends(settings.services, client, settings.backend_timeout)
         yield
 

@@ -1,9 +1,13 @@
 """A real class service process over HTTP."""
 
+import socket
+import time
+
 import httpx
 import numpy as np
 import pytest
 
+from src.settings import CommonSettings, ProxySettings
 from tests.bad_inputs import BAD_BODIES, BAD_BODY_IDS, JSON_HEADERS
 from tests.processes import ProcessStarter, port_is_free, wait_until_healthy
 
@@ -101,3 +105,30 @@ def test_bad_start_up_settings_stop_with_one_clear_line(processes, env, message)
     assert service.popen.wait(30) == 2
     lines = service.log().strip().splitlines()
     assert len(lines) == 1 and message in lines[0], lines
+
+
+def _seconds_until_server_closes_idle_connection(port: int) -> float:
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        connection.settimeout(10)
+        connection.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        answer = b""
+        while not answer.endswith(b'{"health":"ok"}'):  # headers and body may come apart
+            answer += connection.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200")
+        answered = time.monotonic()
+        assert connection.recv(65536) == b"", "expected the server to close the connection"
+        return time.monotonic() - answered
+
+
+def test_idle_connections_stay_open_for_keep_alive_timeout(processes):
+    service = processes.start_http(
+        "setosa", ["src.services"], {"MODE": "setosa", "KEEP_ALIVE_TIMEOUT": "2"}
+    )
+    waited = _seconds_until_server_closes_idle_connection(service.port)
+    # uvicorn checks on a timer, so "about 2 s", and far from its own default of 5 s.
+    assert 1.5 < waited < 4
+
+
+def test_servers_outlast_the_proxy_pool_idle_connections_by_default():
+    # The client side must hang up first, or a request can meet a closing connection.
+    assert ProxySettings().backend_keepalive < CommonSettings().keep_alive_timeout

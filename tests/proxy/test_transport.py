@@ -1,0 +1,171 @@
+"""The proxy's httpx client over aiohttp, against small real HTTP servers in this process."""
+
+import asyncio
+import gzip
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from src.proxy.backends import create_client
+from tests.processes import free_port
+
+
+class _EchoHandler(BaseHTTPRequestHandler):
+    """Answers with what it received; sets a cookie and compresses when asked to."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        received = self.rfile.read(int(self.headers["Content-Length"]))
+        body = json.dumps(
+            {
+                "body": received.decode(),
+                "content_type": self.headers["Content-Type"],
+                "request_id": self.headers["X-Request-ID"],
+                "cookie": self.headers.get("Cookie"),
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Set-Cookie", "session=from-backend; Path=/")
+        if self.path == "/gzip":
+            body = gzip.compress(body)
+            self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class _HalfAnswerHandler(BaseHTTPRequestHandler):
+    """Promises a body, sends part of it and hangs up."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "100")
+        self.end_headers()
+        self.wfile.write(b'{"trunc')
+        self.wfile.flush()
+        self.connection.shutdown(socket.SHUT_RDWR)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextmanager
+def _http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def _post(client: httpx.AsyncClient, url: str) -> httpx.Response:
+    request = httpx.Request(
+        "POST", url, content=b'{"data": [[1, 2, 3, 4]]}', headers={"X-Request-ID": "trace-1"}
+    )
+    request.headers["Content-Type"] = "application/json"
+    return await client.send(request)
+
+
+def test_the_body_and_headers_arrive_and_the_answer_comes_back():
+    async def scenario():
+        with _http_server(_EchoHandler) as base_url:
+            async with create_client(max_connections=4, keepalive_seconds=5) as client:
+                plain = await _post(client, base_url + "/plain")
+                compressed = await _post(client, base_url + "/gzip")
+        return plain, compressed
+
+    plain, compressed = asyncio.run(scenario())
+    assert plain.status_code == 200
+    assert plain.headers["content-type"] == "application/json"
+    assert plain.json()["body"] == '{"data": [[1, 2, 3, 4]]}'
+    assert plain.json()["content_type"] == "application/json"
+    assert plain.json()["request_id"] == "trace-1"
+    # httpx, not aiohttp, decodes Content-Encoding, exactly once.
+    assert compressed.json() == plain.json()
+
+
+def test_a_backend_cookie_is_never_sent_on_a_later_request():
+    # One client serves every caller of the proxy: a cookie must not leak between them.
+    async def scenario():
+        with _http_server(_EchoHandler) as base_url:
+            async with create_client(max_connections=4, keepalive_seconds=5) as client:
+                first = await _post(client, base_url + "/plain")
+                second = await _post(client, base_url + "/plain")
+                return first, second, len(client.cookies)
+
+    first, second, cookies_kept = asyncio.run(scenario())
+    assert "session=from-backend" in first.headers["set-cookie"]
+    assert second.json()["cookie"] is None
+    assert cookies_kept == 0
+
+
+def test_a_refused_connection_is_an_httpx_connect_error():
+    async def scenario():
+        async with create_client(max_connections=4, keepalive_seconds=5) as client:
+            await _post(client, f"http://127.0.0.1:{free_port()}/predict")
+
+    with pytest.raises(httpx.ConnectError):
+        asyncio.run(scenario())
+
+
+def test_an_answer_cut_off_midway_is_an_httpx_transport_error():
+    async def scenario():
+        with _http_server(_HalfAnswerHandler) as base_url:
+            async with create_client(max_connections=4, keepalive_seconds=5) as client:
+                await _post(client, base_url + "/predict")
+
+    with pytest.raises(httpx.TransportError):
+        asyncio.run(scenario())
+
+
+def test_an_idle_pooled_connection_is_closed_after_the_keepalive():
+    # The client must hang up first; a server closing an idle connection races the
+    # client's next request on it (seen as failed fan-out calls in bench_proxy.py).
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    closed_after: list[float] = []
+
+    def serve_one_connection() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.settimeout(10)
+            connection.recv(65536)
+            connection.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+            )
+            answered = time.monotonic()
+            if connection.recv(65536) == b"":  # the client closed its end
+                closed_after.append(time.monotonic() - answered)
+
+    server = threading.Thread(target=serve_one_connection, daemon=True)
+    server.start()
+
+    async def scenario():
+        async with create_client(max_connections=4, keepalive_seconds=0.3) as client:
+            response = await _post(client, f"http://127.0.0.1:{port}/predict")
+            assert response.json() == {}
+            await asyncio.sleep(2)  # the pool's clean-up runs on this loop
+
+    try:
+        asyncio.run(scenario())
+        server.join(5)
+    finally:
+        listener.close()
+    assert closed_after, "the pooled connection stayed open"
+    assert closed_after[0] < 1.5
