@@ -6,15 +6,14 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
 
 from src.proxy.backends import create_client
 from tests.processes import free_port
+from tests.stub_servers import stub_http_server
 
 
 class _EchoHandler(BaseHTTPRequestHandler):
@@ -63,17 +62,6 @@ class _HalfAnswerHandler(BaseHTTPRequestHandler):
         pass
 
 
-@contextmanager
-def _http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 async def _post(client: httpx.AsyncClient, url: str) -> httpx.Response:
     request = httpx.Request(
         "POST", url, content=b'{"data": [[1, 2, 3, 4]]}', headers={"X-Request-ID": "trace-1"}
@@ -82,15 +70,20 @@ async def _post(client: httpx.AsyncClient, url: str) -> httpx.Response:
     return await client.send(request)
 
 
-def test_the_body_and_headers_arrive_and_the_answer_comes_back():
-    async def scenario():
-        with _http_server(_EchoHandler) as base_url:
-            async with create_client(max_connections=4, keepalive_seconds=5) as client:
-                plain = await _post(client, base_url + "/plain")
-                compressed = await _post(client, base_url + "/gzip")
-        return plain, compressed
+def _post_in_turn(handler: type[BaseHTTPRequestHandler], *paths: str):
+    """The responses to one POST per path, in turn, through one client; and its cookies."""
 
-    plain, compressed = asyncio.run(scenario())
+    async def scenario():
+        with stub_http_server(handler) as base_url:
+            async with create_client(max_connections=4, keepalive_seconds=5) as client:
+                responses = [await _post(client, base_url + path) for path in paths]
+                return responses, len(client.cookies)
+
+    return asyncio.run(scenario())
+
+
+def test_the_body_and_headers_arrive_and_the_answer_comes_back():
+    (plain, compressed), _ = _post_in_turn(_EchoHandler, "/plain", "/gzip")
     assert plain.status_code == 200
     assert plain.headers["content-type"] == "application/json"
     assert plain.json()["body"] == '{"data": [[1, 2, 3, 4]]}'
@@ -102,14 +95,7 @@ def test_the_body_and_headers_arrive_and_the_answer_comes_back():
 
 def test_a_backend_cookie_is_never_sent_on_a_later_request():
     # One client serves every caller of the proxy: a cookie must not leak between them.
-    async def scenario():
-        with _http_server(_EchoHandler) as base_url:
-            async with create_client(max_connections=4, keepalive_seconds=5) as client:
-                first = await _post(client, base_url + "/plain")
-                second = await _post(client, base_url + "/plain")
-                return first, second, len(client.cookies)
-
-    first, second, cookies_kept = asyncio.run(scenario())
+    (first, second), cookies_kept = _post_in_turn(_EchoHandler, "/plain", "/plain")
     assert "session=from-backend" in first.headers["set-cookie"]
     assert second.json()["cookie"] is None
     assert cookies_kept == 0
@@ -126,13 +112,8 @@ def test_a_refused_connection_is_an_httpx_transport_error():
 
 
 def test_an_answer_cut_off_midway_is_an_httpx_transport_error():
-    async def scenario():
-        with _http_server(_HalfAnswerHandler) as base_url:
-            async with create_client(max_connections=4, keepalive_seconds=5) as client:
-                await _post(client, base_url + "/predict")
-
     with pytest.raises(httpx.TransportError):
-        asyncio.run(scenario())
+        _post_in_turn(_HalfAnswerHandler, "/predict")
 
 
 def test_an_idle_pooled_connection_is_closed_after_the_keepalive():

@@ -1,14 +1,14 @@
 """The proxy over HTTP: fan-out, aggregation, validation and degraded answers."""
 
 import signal
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
 
 from tests.bad_inputs import BAD_BODIES, BAD_BODY_IDS, JSON_HEADERS
 from tests.processes import CLASSES
+from tests.stub_servers import stub_http_server
 
 SAMPLES = {
     "setosa": [5.1, 3.5, 1.4, 0.2],
@@ -165,17 +165,12 @@ class _WrongAnswerHandler(BaseHTTPRequestHandler):
 
 
 def test_a_service_answering_the_wrong_shape_counts_as_failed(processes):
-    wrong = ThreadingHTTPServer(("127.0.0.1", 0), _WrongAnswerHandler)
-    threading.Thread(target=wrong.serve_forever, daemon=True).start()
-    try:
+    with stub_http_server(_WrongAnswerHandler) as wrong_url:
         setosa = processes.start_http("setosa", ["src.services"], {"MODE": "setosa"})
         proxy = processes.start_http(
             "proxy",
             ["src.proxy"],
-            {
-                "SERVICE_SETOSA": setosa.base_url,
-                "SERVICE_ODD": f"http://127.0.0.1:{wrong.server_address[1]}",
-            },
+            {"SERVICE_SETOSA": setosa.base_url, "SERVICE_ODD": wrong_url},
         )
         labelled = httpx.post(proxy.base_url + "/predict/label", json={"data": [SAMPLES["setosa"]]})
         assert labelled.status_code == 200
@@ -183,5 +178,3 @@ def test_a_service_answering_the_wrong_shape_counts_as_failed(processes):
         assert labelled.json()["prediction"]["label"] == "setosa"
         predicted = httpx.post(proxy.base_url + "/predict", json={"data": [SAMPLES["setosa"]]})
         assert predicted.json()["odd"]["error"] == "bad_response"
-    finally:
-        wrong.shutdown()
