@@ -113,7 +113,9 @@ def _seconds_until_server_closes_idle_connection(port: int) -> float:
         connection.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
         answer = b""
         while not answer.endswith(b'{"health":"ok"}'):  # headers and body may come apart
-            answer += connection.recv(65536)
+            chunk = connection.recv(65536)
+            assert chunk, f"the server closed before answering in full: {answer!r}"
+            answer += chunk
         assert answer.startswith(b"HTTP/1.1 200")
         answered = time.monotonic()
         assert connection.recv(65536) == b"", "expected the server to close the connection"
