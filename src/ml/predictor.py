@@ -2,9 +2,12 @@
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime as ort
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 # Names sklearn-onnx, onnxmltools and tf2onnx give the probability output.
 _PROBABILITY_OUTPUT_NAMES = ("probabilities", "output_probability", "probability", "probs")
@@ -43,6 +46,11 @@ class Predictor:
     def load(self) -> "Predictor":
         if not self.model_path.is_file():
             raise ModelLoadError(f"model file not found: {self.model_path}")
+        # Imported here, not at the top: the proxy and the API import this module for
+        # ModelLoadError and load_labels, and need neither onnxruntime's start-up cost
+        # nor its start-up messages.
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
         # Requests are small and many: one thread per call scales better across
         # concurrent callers than several threads fighting over two cores.
@@ -85,7 +93,7 @@ class Predictor:
         return np.asarray(output, dtype=np.float32)
 
 
-def _probability_output(session: ort.InferenceSession) -> ort.NodeArg:
+def _probability_output(session: "ort.InferenceSession") -> "ort.NodeArg":
     outputs = session.get_outputs()
     for output in outputs:
         if output.name.lower() in _PROBABILITY_OUTPUT_NAMES:
