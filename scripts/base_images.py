@@ -137,7 +137,7 @@ def ensure(image: str, build) -> bool:
             labels = image_labels(image) or {}
     standin = STANDIN_LABEL in labels
     if standin:
-        say(f"{image}: USING A STAND-IN ({labels[STANDIN_LABEL]} built here), not the official image")
+        say(f"{image}: USING A STAND-IN built here ({labels[STANDIN_LABEL]}), not the official one")
     else:
         say(f"{image}: the official image")
     return standin

@@ -1,0 +1,235 @@
+"""The suite as users start it, `docker compose up`, then broken on purpose.
+
+The tests share one stack (module scope) and run in file order: a clean start first,
+then the stack suite against the containers, then a frozen class service, a killed
+job, a stopped database, a `down`/`up`, and last `down -v`. Each test leaves the
+stack running as it found it.
+"""
+
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.compose.project import BUILT_SERVICES, WARNING_LINE
+from tests.processes import REPO_ROOT, clean_environment
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(1200)]
+
+SAMPLES = {
+    "setosa": [5.1, 3.5, 1.4, 0.2],
+    "versicolor": [5.9, 3.0, 4.2, 1.5],
+    "virginica": [6.5, 3.0, 5.5, 1.8],
+}
+BACKLOG_ITEMS = 100_000
+UNSCORED_SQL = (
+    "SELECT COUNT(*) FROM items LEFT JOIN predictions ON predictions.item_id = items.id"
+    " WHERE predictions.item_id IS NULL"
+)
+
+
+def proxy_url(project) -> str:
+    return f"http://127.0.0.1:{project.settings['PROXY_PORT']}"
+
+
+def api_url(project) -> str:
+    return f"http://127.0.0.1:{project.settings['API_PORT']}"
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def health_status(project, service: str) -> str | None:
+    health = project.inspect(service)["State"].get("Health")
+    return health["Status"] if health else None
+
+
+def started_at(project, service: str) -> tuple[str, int]:
+    inspected = project.inspect(service)
+    return inspected["State"]["StartedAt"], inspected["RestartCount"]
+
+
+def labelled(project) -> dict:
+    response = httpx.post(
+        proxy_url(project) + "/predict/label", json={"data": list(SAMPLES.values())}, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def register(project, rows: list[list[float]]) -> list[int]:
+    response = httpx.post(api_url(project) + "/predict", json={"data": rows}, timeout=60)
+    assert response.status_code == 200, response.text
+    return response.json()["ids"]
+
+
+def prediction(project, item_id: int) -> dict | None:
+    response = httpx.get(f"{api_url(project)}/predict/id/{item_id}", timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()["prediction"]
+
+
+def test_every_healthcheck_reaches_healthy(project):
+    checked = {}
+    for service in (*BUILT_SERVICES, "mysql"):
+        checked[service] = health_status(project, service)
+    # The job serves no HTTP, so it alone has no healthcheck.
+    assert checked.pop("job") is None
+    assert checked == {service: "healthy" for service in checked}
+
+
+@pytest.mark.parametrize("service", BUILT_SERVICES)
+def test_our_containers_run_as_a_non_root_user(project, service):
+    uid = project.exec(service, "python", "-c", "import os; print(os.getuid())").strip()
+    assert uid != "0", f"{service} runs as root"
+    assert project.inspect(service)["Config"]["User"] == uid
+
+
+def test_a_clean_start_logs_no_traceback_and_no_warning(project):
+    for service in BUILT_SERVICES:
+        log = project.logs(service)
+        assert "Traceback" not in log, f"{service}:\n{log[-3000:]}"
+        warnings = [line for line in log.splitlines() if WARNING_LINE.search(line)]
+        assert not warnings, f"{service} logged warnings:\n" + "\n".join(warnings[:20])
+    # The database's own start-up is checked for errors only: the official MySQL 8 image
+    # warns about its self-signed certificates on every first start.
+    database_log = project.logs("mysql")
+    assert "[ERROR]" not in database_log, database_log[-3000:]
+
+
+def test_the_stack_suite_passes_against_the_containers(project):
+    env = {
+        **clean_environment(),
+        "SUITE_PROXY_URL": proxy_url(project),
+        "SUITE_API_URL": api_url(project),
+        "SUITE_SCORING_TIMEOUT": "60",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/stack", "-q", "-p", "no:cacheprovider"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-2000:]
+
+
+def test_a_paused_class_service_degrades_the_answers_then_comes_back(project):
+    assert labelled(project)["unavailable"] == []
+    project.compose("pause", "service_virginica")
+    try:
+        body = labelled(project)
+        assert body["unavailable"] == ["virginica"]
+        assert [entry["label"] for entry in body["predictions"][:2]] == ["setosa", "versicolor"]
+        keyed = httpx.post(
+            proxy_url(project) + "/predict", json={"data": [SAMPLES["setosa"]]}, timeout=30
+        )
+        assert keyed.status_code == 200
+        assert keyed.json()["virginica"]["error"]
+        assert keyed.json()["setosa"]["prediction"][0] > 0.9
+    finally:
+        project.compose("unpause", "service_virginica")
+    back = wait_for(
+        lambda: (body := labelled(project))["unavailable"] == [] and body,
+        60,
+        "virginica back in the proxy's answers",
+    )
+    assert [entry["label"] for entry in back["predictions"]] == list(SAMPLES)
+
+
+def test_the_job_killed_mid_pass_leaves_each_item_scored_exactly_once(project):
+    project.compose("stop", "job")
+    scored_before = project.mysql_count("SELECT COUNT(*) FROM predictions")
+    rows = np.random.default_rng(7).uniform(0.1, 8, size=(BACKLOG_ITEMS, 4)).round(3).tolist()
+    for start in range(0, BACKLOG_ITEMS, 10_000):
+        register(project, rows[start : start + 10_000])
+    assert project.mysql_count(UNSCORED_SQL) == BACKLOG_ITEMS
+
+    project.compose("start", "job")
+
+    def scored_now() -> int:
+        return project.mysql_count("SELECT COUNT(*) FROM predictions") - scored_before
+
+    wait_for(lambda: scored_now() >= 2_000, 120, "the job's pass to begin", interval=0.1)
+    project.compose("kill", "--signal", "SIGKILL", "job")
+    state = project.inspect("job")["State"]
+    scored_at_kill = scored_now()
+    assert 0 < scored_at_kill < BACKLOG_ITEMS, f"not mid-pass: {scored_at_kill} scored"
+    assert state["ExitCode"] == 137 or state["Running"], state
+
+    project.compose("start", "job")
+    wait_for(lambda: project.mysql_count(UNSCORED_SQL) == 0, 300, "the backlog to drain")
+    items, rows_scored, distinct_items = project.mysql(
+        "SELECT (SELECT COUNT(*) FROM items), COUNT(*), COUNT(DISTINCT item_id) FROM predictions"
+    )[0]
+    assert int(items) == int(rows_scored) == int(distinct_items)
+    assert int(rows_scored) - scored_before == BACKLOG_ITEMS
+
+
+def test_a_stopped_database_is_503_and_the_stack_recovers_without_restarts(project):
+    started = {service: started_at(project, service) for service in ("api", "job")}
+    retries_logged = project.logs("job").count("database unreachable")
+    project.compose("stop", "mysql")
+    try:
+        response = httpx.post(
+            api_url(project) + "/predict", json={"data": [SAMPLES["setosa"]]}, timeout=30
+        )
+        assert response.status_code == 503
+        assert response.json()["error"] == "database unavailable"
+        assert "Traceback" not in response.text
+        assert httpx.get(api_url(project) + "/health", timeout=30).status_code == 503
+        wait_for(
+            lambda: project.logs("job").count("database unreachable") > retries_logged,
+            60,
+            "the job to log its retries",
+        )
+        assert project.inspect("job")["State"]["Running"]
+    finally:
+        project.compose("start", "mysql")
+    wait_for(lambda: health_status(project, "mysql") == "healthy", 120, "MySQL healthy again")
+
+    def registered_again() -> int | None:
+        response = httpx.post(
+            api_url(project) + "/predict", json={"data": [SAMPLES["virginica"]]}, timeout=30
+        )
+        return response.json()["id"] if response.status_code == 200 else None
+
+    item_id = wait_for(registered_again, 60, "the API to store items again")
+    scored = wait_for(lambda: prediction(project, item_id), 120, "the new item to be scored")
+    assert max(scored, key=scored.get) == "virginica"
+    for service, before in started.items():
+        assert started_at(project, service) == before, f"{service} was restarted"
+
+
+def test_down_and_up_keeps_items_and_predictions_and_ids_continue(project):
+    counts = "SELECT (SELECT COUNT(*) FROM items), (SELECT COUNT(*) FROM predictions)"
+    before = project.mysql(counts)[0]
+    last_id = project.mysql_count("SELECT MAX(id) FROM items")
+    assert prediction(project, last_id) is not None
+
+    project.compose("down", "--timeout", "10")
+    assert project.project_resources()["containers"] == []
+    seconds = project.up()
+    print(f"compose tier: `up --wait` on the kept volume took {seconds:.1f}s")
+
+    assert project.mysql(counts)[0] == before
+    assert prediction(project, last_id) is not None
+    (new_id,) = register(project, [SAMPLES["setosa"]])
+    assert new_id > last_id
+
+
+def test_down_v_leaves_nothing_of_the_project(project):
+    project.compose("down", "--volumes", "--timeout", "10")
+    assert project.project_resources() == {"containers": [], "networks": [], "volumes": []}
