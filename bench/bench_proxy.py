@@ -114,10 +114,13 @@ def main() -> int:
     parser.add_argument(
         "--rounds", type=int, default=10, help="slices per measurement, alternating targets"
     )
-    parser.add_argument("--seconds", type=float, default=10, help="hung: seconds per window")
+    parser.add_argument(
+        "--seconds", type=float, default=5, help="hung: seconds per window and round"
+    )
+    parser.add_argument("--hung-rounds", type=int, default=3, help="hung: rounds")
     args = parser.parse_args()
     if args.scenario == "hung":
-        return hung_scenario(args.seconds)
+        return hung_scenario(args.seconds, args.hung_rounds)
 
     starter = ProcessStarter(Path(tempfile.mkdtemp(prefix="bench-proxy-")))
     try:
@@ -234,7 +237,7 @@ async def _load_window(url: str, window: Window, seconds: float, hung: str) -> N
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(window.concurrency)))
-        window.seconds = time.perf_counter() - started
+        window.seconds += time.perf_counter() - started
 
 
 async def _seconds_until_back(url: str, service: str, concurrency: int, limit: float) -> float:
@@ -256,14 +259,15 @@ async def _seconds_until_back(url: str, service: str, concurrency: int, limit: f
     return back_after
 
 
-def hung_scenario(seconds: float) -> int:
+def hung_scenario(seconds: float, rounds: int) -> int:
     """One class service SIGSTOPped (it accepts connections, never answers), at c=32.
 
     Default settings (BACKEND_TIMEOUT 2 s, a circuit opens after 5 consecutive failures,
-    5 s cool-down). Windows in turn, on the same processes: healthy; virginica stopped,
-    through a proxy with BREAKER_FAILURE_THRESHOLD=0 (no breaker: today's behaviour without
-    it); virginica stopped, through the proxy with the breaker, first while its circuit
-    opens, then measured; then SIGCONT and the seconds until virginica is back in answers.
+    5 s cool-down). Once: virginica stopped, through a proxy with BREAKER_FAILURE_THRESHOLD=0
+    (no breaker, as before it). Then `rounds` times, on the same processes: healthy;
+    SIGSTOP and 3 s while the circuit opens; stopped with the circuit open; SIGCONT and
+    the seconds until virginica is back in the answers. Alternating healthy and hung
+    windows puts both through the same drift of this shared VM's speed.
     """
     hung, concurrency = "virginica", 32
     starter = ProcessStarter(Path(tempfile.mkdtemp(prefix="bench-hung-")))
@@ -286,31 +290,39 @@ def hung_scenario(seconds: float) -> int:
         unguarded_url = unguarded.base_url + "/predict/label"
 
         windows = {
-            "warm-up": Window("warm-up (not counted)", concurrency),
-            "healthy": Window("healthy", concurrency),
             "no breaker": Window(f"{hung} stopped, no breaker", concurrency),
+            "healthy": Window("healthy", concurrency),
             "opening": Window(f"{hung} stopped, circuit opening", concurrency),
             "hung": Window(f"{hung} stopped, circuit open", concurrency),
         }
-        asyncio.run(_load_window(url, windows["warm-up"], 2, hung))
-        asyncio.run(_load_window(unguarded_url, Window("", concurrency), 1, hung))
-        asyncio.run(_load_window(url, windows["healthy"], seconds, hung))
+        asyncio.run(_load_window(url, Window("warm-up", concurrency), 2, hung))
+        asyncio.run(_load_window(unguarded_url, Window("warm-up", concurrency), 1, hung))
         services[hung].signal(signal.SIGSTOP)
         try:
             asyncio.run(_load_window(unguarded_url, windows["no breaker"], seconds, hung))
-            # Every request already in flight waits BACKEND_TIMEOUT before the circuit opens.
-            asyncio.run(_load_window(url, windows["opening"], 3, hung))
-            asyncio.run(_load_window(url, windows["hung"], seconds, hung))
         finally:
             services[hung].signal(signal.SIGCONT)
-        back_after = asyncio.run(_seconds_until_back(url, hung, concurrency, limit=60))
+        back_after = []
+        for _ in range(rounds):
+            # Back from the last round (or the no-breaker window) before timing healthy.
+            asyncio.run(_seconds_until_back(url, hung, concurrency, limit=60))
+            asyncio.run(_load_window(url, windows["healthy"], seconds, hung))
+            services[hung].signal(signal.SIGSTOP)
+            try:
+                # Every request in flight waits BACKEND_TIMEOUT before the circuit opens.
+                asyncio.run(_load_window(url, windows["opening"], 3, hung))
+                asyncio.run(_load_window(url, windows["hung"], seconds, hung))
+            finally:
+                services[hung].signal(signal.SIGCONT)
+            back_after.append(asyncio.run(_seconds_until_back(url, hung, concurrency, limit=60)))
         log = proxy.log()
     finally:
         starter.stop_all()
 
     print(
-        f"\nPOST /predict/label, 1 row, c={concurrency}, windows of {seconds:g} s in turn "
-        f"(the opening one 3 s), on {platform.node()} "
+        f"\nPOST /predict/label, 1 row, c={concurrency}; {rounds} rounds of: healthy "
+        f"{seconds:g} s, SIGSTOP {hung}, opening 3 s, open {seconds:g} s, SIGCONT; "
+        f"on {platform.node()} "
         f"({platform.processor() or platform.machine()}); default settings; load generator: "
         f"aiohttp in one process on the same machine"
     )
@@ -322,7 +334,8 @@ def hung_scenario(seconds: float) -> int:
         print(window.row())
     healthy, open_ = windows["healthy"], windows["hung"]
     print(
-        f"\n{hung} back in the answers {back_after:.2f} s after SIGCONT; proxy log: "
+        f"\n{hung} back in the answers after SIGCONT, per round: "
+        f"{', '.join(f'{value:.2f} s' for value in back_after)}; proxy log: "
         f"{log.count(f'circuit of {hung}')} circuit changes, "
         f"{log.count(f'backend {hung} failed (timeout)')} timeouts of {hung}"
     )
@@ -337,7 +350,10 @@ def hung_scenario(seconds: float) -> int:
             f"{open_.named_hung} naming {hung} (target: all)",
             all_named,
         ),
-        (f"back {back_after:.2f} s after SIGCONT (target <= 15 s)", back_after <= 15),
+        (
+            f"back at most {max(back_after):.2f} s after SIGCONT (target <= 15 s)",
+            max(back_after) <= 15,
+        ),
     ]
     print()
     for text, met in checks:
