@@ -9,10 +9,11 @@ Run: `make bench-proxy` (or `python bench/bench_proxy.py --requests 2000`).
 import argparse
 import asyncio
 import platform
+import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -103,11 +104,23 @@ async def load_interleaved(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--scenario",
+        choices=["compare", "hung"],
+        default="compare",
+        help="compare: proxy vs direct vs naive (above); hung: one service SIGSTOPped (below)",
+    )
     parser.add_argument("--requests", type=int, default=2000, help="requests per measurement")
     parser.add_argument(
         "--rounds", type=int, default=10, help="slices per measurement, alternating targets"
     )
+    parser.add_argument(
+        "--seconds", type=float, default=5, help="hung: seconds per window and round"
+    )
+    parser.add_argument("--hung-rounds", type=int, default=3, help="hung: rounds")
     args = parser.parse_args()
+    if args.scenario == "hung":
+        return hung_scenario(args.seconds, args.hung_rounds)
 
     starter = ProcessStarter(Path(tempfile.mkdtemp(prefix="bench-proxy-")))
     try:
@@ -167,6 +180,180 @@ def main() -> int:
             throughput_ratio >= 12,
         ),
         (f"{errors} errors (target 0)", errors == 0),
+    ]
+    print()
+    for text, met in checks:
+        print(f"{'MET ' if met else 'MISSED'} {text}")
+    return 0 if all(met for _, met in checks) else 1
+
+
+@dataclass
+class Window:
+    """A time-bounded load window: latencies, statuses and how often the hung service was named."""
+
+    name: str
+    concurrency: int
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    not_ok: int = 0
+    named_hung: int = 0
+
+    @property
+    def requests(self) -> int:
+        return len(self.latencies)
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, fraction: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
+
+    def row(self) -> str:
+        return (
+            f"{self.name:<34} {self.concurrency:>4} {self.requests:>6} "
+            f"{self.percentile(0.5):>8.1f} {self.percentile(0.99):>8.1f} {self.rps:>8.1f} "
+            f"{self.not_ok:>6} {self.named_hung:>7}"
+        )
+
+
+async def _load_window(url: str, window: Window, seconds: float, hung: str) -> None:
+    """`window.concurrency` workers send `POST /predict/label` for `seconds`."""
+    connector = aiohttp.TCPConnector(limit=window.concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                async with session.post(url, json=BODY) as response:
+                    body = await response.json(content_type=None)
+                window.latencies.append(time.perf_counter() - started)
+                if response.status != 200:
+                    window.not_ok += 1
+                elif hung in body["unavailable"]:
+                    window.named_hung += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(window.concurrency)))
+        window.seconds += time.perf_counter() - started
+
+
+async def _seconds_until_back(url: str, service: str, concurrency: int, limit: float) -> float:
+    """Load until an answer includes `service` again; seconds from now, or inf after `limit`."""
+    back_after = float("inf")
+    started = time.perf_counter()
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            nonlocal back_after
+            while back_after == float("inf") and time.perf_counter() - started < limit:
+                async with session.post(url, json=BODY) as response:
+                    body = await response.json(content_type=None)
+                if response.status == 200 and service not in body["unavailable"]:
+                    back_after = min(back_after, time.perf_counter() - started)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return back_after
+
+
+def hung_scenario(seconds: float, rounds: int) -> int:
+    """One class service SIGSTOPped (it accepts connections, never answers), at c=32.
+
+    Default settings (BACKEND_TIMEOUT 2 s, a circuit opens after 5 consecutive failures,
+    5 s cool-down). Once: virginica stopped, through a proxy with BREAKER_FAILURE_THRESHOLD=0
+    (no breaker, as before it). Then `rounds` times, on the same processes: healthy;
+    SIGSTOP and 3 s while the circuit opens; stopped with the circuit open; SIGCONT and
+    the seconds until virginica is back in the answers. Alternating healthy and hung
+    windows puts both through the same drift of this shared VM's speed.
+    """
+    hung, concurrency = "virginica", 32
+    starter = ProcessStarter(Path(tempfile.mkdtemp(prefix="bench-hung-")))
+    try:
+        services = {
+            name: starter.start(name, ["src.services"], {"MODE": name}, port=free_port())
+            for name in CLASSES
+        }
+        backend_env = {f"SERVICE_{n.upper()}": p.base_url for n, p in services.items()}
+        proxy = starter.start("proxy", ["src.proxy"], backend_env, port=free_port())
+        unguarded = starter.start(
+            "proxy-no-breaker",
+            ["src.proxy"],
+            {**backend_env, "BREAKER_FAILURE_THRESHOLD": "0"},
+            port=free_port(),
+        )
+        for process in [*services.values(), proxy, unguarded]:
+            wait_until_healthy(process)
+        url = proxy.base_url + "/predict/label"
+        unguarded_url = unguarded.base_url + "/predict/label"
+
+        windows = {
+            "no breaker": Window(f"{hung} stopped, no breaker", concurrency),
+            "healthy": Window("healthy", concurrency),
+            "opening": Window(f"{hung} stopped, circuit opening", concurrency),
+            "hung": Window(f"{hung} stopped, circuit open", concurrency),
+        }
+        asyncio.run(_load_window(url, Window("warm-up", concurrency), 2, hung))
+        asyncio.run(_load_window(unguarded_url, Window("warm-up", concurrency), 1, hung))
+        services[hung].signal(signal.SIGSTOP)
+        try:
+            asyncio.run(_load_window(unguarded_url, windows["no breaker"], seconds, hung))
+        finally:
+            services[hung].signal(signal.SIGCONT)
+        back_after = []
+        for _ in range(rounds):
+            # Back from the last round (or the no-breaker window) before timing healthy.
+            asyncio.run(_seconds_until_back(url, hung, concurrency, limit=60))
+            asyncio.run(_load_window(url, windows["healthy"], seconds, hung))
+            services[hung].signal(signal.SIGSTOP)
+            try:
+                # Every request in flight waits BACKEND_TIMEOUT before the circuit opens.
+                asyncio.run(_load_window(url, windows["opening"], 3, hung))
+                asyncio.run(_load_window(url, windows["hung"], seconds, hung))
+            finally:
+                services[hung].signal(signal.SIGCONT)
+            back_after.append(asyncio.run(_seconds_until_back(url, hung, concurrency, limit=60)))
+        log = proxy.log()
+    finally:
+        starter.stop_all()
+
+    print(
+        f"\nPOST /predict/label, 1 row, c={concurrency}; {rounds} rounds of: healthy "
+        f"{seconds:g} s, SIGSTOP {hung}, opening 3 s, open {seconds:g} s, SIGCONT; "
+        f"on {platform.node()} "
+        f"({platform.processor() or platform.machine()}); default settings; load generator: "
+        f"aiohttp in one process on the same machine"
+    )
+    print(
+        f"{'window':<34} {'conc':>4} {'reqs':>6} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} "
+        f"{'non200':>6} {'named ' + hung[:1]:>7}"
+    )
+    for window in windows.values():
+        print(window.row())
+    healthy, open_ = windows["healthy"], windows["hung"]
+    print(
+        f"\n{hung} back in the answers after SIGCONT, per round: "
+        f"{', '.join(f'{value:.2f} s' for value in back_after)}; proxy log: "
+        f"{log.count(f'circuit of {hung}')} circuit changes, "
+        f"{log.count(f'backend {hung} failed (timeout)')} timeouts of {hung}"
+    )
+    throughput = open_.rps / healthy.rps
+    p50 = open_.percentile(0.5) / healthy.percentile(0.5)
+    all_named = open_.not_ok == 0 and open_.named_hung == open_.requests
+    checks = [
+        (f"hung req/s is {throughput:.0%} of healthy (target >= 70%)", throughput >= 0.7),
+        (f"hung p50 is {p50:.2f}x healthy (target <= 2x)", p50 <= 2),
+        (
+            f"hung: {open_.requests - open_.not_ok} of {open_.requests} answers 200, "
+            f"{open_.named_hung} naming {hung} (target: all)",
+            all_named,
+        ),
+        (
+            f"back at most {max(back_after):.2f} s after SIGCONT (target <= 15 s)",
+            max(back_after) <= 15,
+        ),
     ]
     print()
     for text, met in checks:

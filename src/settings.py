@@ -6,10 +6,10 @@ time, so tests can start processes with any environment they like.
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, HttpUrl, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, HttpUrl, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MODELS_DIR = Path("models")
 DEFAULT_LABEL_FILEPATH = MODELS_DIR / "label.json"
@@ -57,6 +57,58 @@ class ProxySettings(CommonSettings):
     )
     # Filled from every SERVICE_<NAME> variable; a fourth class needs a variable, not code.
     services: dict[str, HttpUrl] = Field(default_factory=dict)
+    # `BACKEND_TIMEOUTS=virginica=5,setosa=1`: a slower model gets its own deadline.
+    backend_timeouts: Annotated[dict[str, Annotated[float, Field(gt=0)]], NoDecode] = Field(
+        default_factory=dict, description="per-service seconds, overriding BACKEND_TIMEOUT"
+    )
+    # Five in a row: one slow request or a restart's refused connection or two never open
+    # it, and with BACKEND_TIMEOUT=2 a hung service costs about five timed-out calls before
+    # it is skipped. Five seconds: a trial call every 5 s costs at most one BACKEND_TIMEOUT
+    # per cool-down, and a recovered service is back within cool-down + one timeout (7 s).
+    breaker_failure_threshold: int = Field(
+        5, ge=0, description="consecutive failures that open a service's circuit; 0: never"
+    )
+    breaker_cooldown: float = Field(
+        5.0, gt=0, description="seconds an open circuit skips its service before one trial call"
+    )
+    # Comma-separated service names that must answer; empty (the default): all are soft.
+    hard_dependencies: Annotated[tuple[str, ...], NoDecode] = ()
+
+    @field_validator("hard_dependencies", mode="before")
+    @classmethod
+    def _split_names(cls, value):
+        if isinstance(value, str):
+            return tuple(name.strip().lower() for name in value.split(",") if name.strip())
+        return value
+
+    @field_validator("backend_timeouts", mode="before")
+    @classmethod
+    def _split_timeouts(cls, value):
+        if not isinstance(value, str):
+            return value
+        timeouts = {}
+        for item in (part.strip() for part in value.split(",")):
+            if not item:
+                continue
+            name, equals, seconds = item.partition("=")
+            if not equals or not name.strip():
+                raise ValueError(f"expected name=seconds, got {item!r}")
+            timeouts[name.strip().lower()] = seconds.strip()
+        return timeouts
+
+    @model_validator(mode="after")
+    def _known_services(self) -> "ProxySettings":
+        for variable, names in (
+            ("HARD_DEPENDENCIES", self.hard_dependencies),
+            ("BACKEND_TIMEOUTS", tuple(self.backend_timeouts)),
+        ):
+            unknown = sorted(set(names) - set(self.services))
+            if unknown:
+                raise ValueError(
+                    f"{variable} names {', '.join(unknown)}, not a backend "
+                    f"(the backends: {', '.join(self.services)})"
+                )
+        return self
 
     @model_validator(mode="before")
     @classmethod

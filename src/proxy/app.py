@@ -30,7 +30,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     configure_logging(settings.log_level, settings.log_format)
     app.state.settings = settings
     async with create_client(settings.backend_connections, settings.backend_keepalive) as client:
-        app.state.backends = Backends(settings.services, client, settings.backend_timeout)
+        app.state.backends = Backends(
+            settings.services,
+            client,
+            settings.backend_timeout,
+            timeouts=settings.backend_timeouts,
+            failure_threshold=settings.breaker_failure_threshold,
+            cooldown=settings.breaker_cooldown,
+            hard=settings.hard_dependencies,
+        )
         yield
 
 
@@ -57,6 +65,28 @@ def _all_failed(results: dict[str, BackendResult]) -> JSONResponse:
     )
 
 
+def _required_failed(
+    backends: Backends, results: dict[str, BackendResult], answered: set[str]
+) -> JSONResponse | None:
+    """503 naming the hard dependencies (HARD_DEPENDENCIES) that did not answer, if any."""
+    missing = backends.missing_required(answered)
+    if not missing:
+        return None
+    return JSONResponse(
+        status_code=503,
+        content={
+            "error": f"required service failed: {', '.join(missing)}",
+            "required": missing,
+            "unavailable": [name for name in results if name not in answered],
+            "services": {
+                name: result.as_error_entry()
+                for name, result in results.items()
+                if name not in answered
+            },
+        },
+    )
+
+
 def _keyed(results: dict[str, BackendResult]) -> dict:
     return {
         name: result.body if result.ok else result.as_error_entry()
@@ -68,7 +98,8 @@ async def _fan_out(backends: Backends, method: str, path: str, payload: dict | N
     results = await backends.call_all(method, path, payload, expect=BinaryPrediction)
     if not any(result.ok for result in results.values()):
         return _all_failed(results)
-    return _keyed(results)
+    answered = {name for name, result in results.items() if result.ok}
+    return _required_failed(backends, results, answered) or _keyed(results)
 
 
 @app.get("/health", response_model=HealthResponse)
@@ -78,12 +109,19 @@ async def health() -> HealthResponse:
 
 @app.get("/health/all")
 async def health_all(backends: BackendsDep):
+    # The probes go through the breakers like any call: an open circuit is reported
+    # without calling the service, and a probe after the cool-down may be the trial.
     results = await backends.call_all("GET", "/health")
     body = {
-        name: result.body if result.ok else {"health": "error", **result.as_error_entry()}
+        name: {
+            **(result.body if result.ok and isinstance(result.body, dict) else {}),
+            **({} if result.ok else {"health": "error", **result.as_error_entry()}),
+            "circuit": backends.circuit(name),
+        }
         for name, result in results.items()
     }
-    status = 200 if any(result.ok for result in results.values()) else 503
+    answered = {name for name, result in results.items() if result.ok}
+    status = 200 if answered and not backends.missing_required(answered) else 503
     return JSONResponse(status_code=status, content=body)
 
 
@@ -92,6 +130,8 @@ async def metadata(request: Request, backends: BackendsDep) -> dict:
     return {
         "services": backends.services,
         "backend_timeout_seconds": backends.timeout,
+        "backend_timeouts_seconds": backends.timeouts,
+        "hard_dependencies": list(backends.hard),
         "data_type": "float32",
         "data_structure": "(N, 4)",
         "data_sample": [SAMPLE_ROW],
@@ -119,6 +159,8 @@ async def predict_label(body: ValidRequest, backends: BackendsDep):
     answered = {result.service for result in healthy}
     if not healthy:
         return _all_failed(results)
+    if required_failed := _required_failed(backends, results, answered):
+        return required_failed
     # Column 0 of each service's answer is P(its class); pick the most probable per row.
     class_probability = np.array(
         [[row[0] for row in result.body["predictions"]] for result in healthy]

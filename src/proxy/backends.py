@@ -15,10 +15,11 @@ from typing import Any
 
 import httpx
 from httpx_aiohttp import AiohttpTransport
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel
 
 from src.observability import REQUEST_ID_HEADER, request_id_var
+from src.proxy.breaker import CircuitBreaker, CircuitState
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,16 @@ BACKEND_FAILURES = Counter(
     "proxy_backend_failures_total",
     "Backend calls without a usable answer (timeout, unreachable, bad_status, bad_response)",
     ["service", "reason"],
+)
+CIRCUIT_STATE = Gauge(
+    "proxy_backend_circuit_state",
+    "Circuit breaker state per backend: 0 closed, 1 half-open (one trial call), 2 open",
+    ["service"],
+)
+SHORT_CIRCUITED = Counter(
+    "proxy_backend_short_circuited_total",
+    "Backend calls not made because the service's circuit was open",
+    ["service"],
 )
 
 
@@ -83,13 +94,53 @@ def create_client(max_connections: int, keepalive_seconds: float) -> httpx.Async
     )
 
 
-class Backends:
-    """Calls every configured service concurrently with `asyncio.gather`."""
+def _log_circuit_change(
+    breaker: CircuitBreaker, old: CircuitState, new: CircuitState, reason: str
+) -> None:
+    # One line per change, never one per request: while open, calls are skipped silently.
+    CIRCUIT_STATE.labels(breaker.name).set(new)
+    level = logging.WARNING if new is CircuitState.OPEN else logging.INFO
+    logger.log(
+        level,
+        "circuit of %s %s -> %s: %s",
+        breaker.name,
+        old.label,
+        new.label,
+        reason,
+        extra={"service": breaker.name, "circuit": new.label},
+    )
 
-    def __init__(self, services: dict[str, str], client: httpx.AsyncClient, timeout: float):
+
+class Backends:
+    """Calls every configured service concurrently with `asyncio.gather`.
+
+    Each service has its own circuit breaker, shared by every request of the process;
+    `hard` names the services without which no answer is given (see `missing_required`).
+    """
+
+    def __init__(
+        self,
+        services: dict[str, str],
+        client: httpx.AsyncClient,
+        timeout: float,
+        *,
+        timeouts: dict[str, float] | None = None,
+        failure_threshold: int = 5,
+        cooldown: float = 5.0,
+        hard: tuple[str, ...] = (),
+    ):
         self.services = {name: str(url).rstrip("/") for name, url in services.items()}
         self.client = client
         self.timeout = timeout
+        # Each service's deadline: the global one unless overridden by name.
+        self.timeouts = {name: (timeouts or {}).get(name, timeout) for name in self.services}
+        self.hard = tuple(name for name in self.services if name in hard)
+        self.breakers = {
+            name: CircuitBreaker(name, failure_threshold, cooldown, _log_circuit_change)
+            for name in self.services
+        }
+        for name in self.services:
+            CIRCUIT_STATE.labels(name).set(CircuitState.CLOSED)
         # Parsed once: URL parsing and merging is a measurable part of each call.
         self._urls: dict[tuple[str, str], httpx.URL] = {}
 
@@ -114,9 +165,38 @@ class Backends:
             content = json.dumps(payload).encode()
             headers["Content-Type"] = "application/json"
         results = await asyncio.gather(
-            *(self._call(name, method, path, content, headers, expect) for name in self.services)
+            *(
+                self._guarded_call(name, method, path, content, headers, expect)
+                for name in self.services
+            )
         )
         return {result.service: result for result in results}
+
+    def missing_required(self, answered: set[str]) -> list[str]:
+        """The hard dependencies not among the services that `answered`."""
+        return [name for name in self.hard if name not in answered]
+
+    def circuit(self, service: str) -> str:
+        return self.breakers[service].state.label
+
+    async def _guarded_call(self, service: str, *call_args) -> BackendResult:
+        """`_call` behind the service's breaker: no network call at all while it is open."""
+        breaker = self.breakers[service]
+        permit = breaker.allow()
+        if permit is None:
+            SHORT_CIRCUITED.labels(service).inc()
+            return BackendResult(service, error="circuit_open", detail=_why_skipped(breaker))
+        try:
+            result = await self._call(service, *call_args)
+        except asyncio.CancelledError:
+            # The caller went away: no verdict on the service, so a trial passes to the next.
+            breaker.release(permit)
+            raise
+        except Exception:
+            breaker.record(permit, ok=False, reason="error")
+            raise
+        breaker.record(permit, ok=result.ok, reason=result.error or "")
+        return result
 
     async def _call(
         self,
@@ -132,7 +212,7 @@ class Backends:
         try:
             # One hard deadline for the whole call: httpx's own timeouts are per
             # phase, so a service that trickles bytes could otherwise hold us longer.
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.timeouts[service]):
                 # A ready Request skips the client's per-call merging of URL, params and
                 # cookies with its (empty) defaults; sending still goes through the pool.
                 request = httpx.Request(method, url, content=content, headers=headers)
@@ -146,7 +226,9 @@ class Backends:
                 expect.model_validate(body)
             return BackendResult(service, body=body)
         except TimeoutError:
-            return self._failed(service, "timeout", f"no answer from {url} in {self.timeout}s")
+            return self._failed(
+                service, "timeout", f"no answer from {url} in {self.timeouts[service]}s"
+            )
         except httpx.TransportError as error:
             return self._failed(service, "unreachable", f"{url}: {error!r}")
         except ValueError as error:  # not JSON, or not the expected schema
@@ -159,3 +241,12 @@ class Backends:
         BACKEND_FAILURES.labels(service, reason).inc()
         logger.warning("backend %s failed (%s): %s", service, reason, detail)
         return BackendResult(service, error=reason, detail=detail)
+
+
+def _why_skipped(breaker: CircuitBreaker) -> str:
+    if breaker.state is CircuitState.OPEN:
+        return (
+            "not called: circuit open after repeated failures, "
+            f"next trial in {breaker.seconds_to_trial():.1f}s"
+        )
+    return "not called: circuit half-open, its one trial call is in flight"

@@ -21,7 +21,7 @@ def test_health_and_health_all(suite):
     assert httpx.get(suite.proxy.base_url + "/health").json() == {"health": "ok"}
     response = httpx.get(suite.proxy.base_url + "/health/all")
     assert response.status_code == 200
-    assert response.json() == {name: {"health": "ok"} for name in CLASSES}
+    assert response.json() == {name: {"health": "ok", "circuit": "closed"} for name in CLASSES}
 
 
 def test_metadata_lists_the_services(suite):
@@ -108,7 +108,7 @@ def test_a_killed_service_degrades_the_answers(own_suite):
     health = httpx.get(base + "/health/all")
     assert health.status_code == 200
     assert health.json()["virginica"]["health"] == "error"
-    assert health.json()["setosa"] == {"health": "ok"}
+    assert health.json()["setosa"] == {"health": "ok", "circuit": "closed"}
 
 
 def test_a_frozen_service_times_out_instead_of_hanging_the_proxy(own_suite):

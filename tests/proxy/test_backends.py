@@ -1,0 +1,72 @@
+"""`Backends` and its breakers, against small real HTTP servers in this process."""
+
+import asyncio
+import time
+from http.server import BaseHTTPRequestHandler
+
+from src.proxy.backends import Backends, create_client
+from src.proxy.breaker import CircuitState
+from tests.stub_servers import stub_http_server
+
+
+class _SlowHandler(BaseHTTPRequestHandler):
+    """Answers every GET with 200 `{}` after a second."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):  # noqa: N802 (the stdlib's naming)
+        time.sleep(1)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_trial_cancelled_midway_leaves_the_trial_to_the_next_caller():
+    async def scenario() -> tuple[CircuitState, CircuitState, bool]:
+        with stub_http_server(_SlowHandler) as url:
+            async with create_client(max_connections=4, keepalive_seconds=5) as client:
+                backends = Backends(
+                    {"slow": url}, client, timeout=0.2, failure_threshold=1, cooldown=0.1
+                )
+                breaker = backends.breakers["slow"]
+                first = await backends.call_all("GET", "/health")
+                assert first["slow"].error == "timeout"
+                assert breaker.state is CircuitState.OPEN
+                await asyncio.sleep(0.15)
+                # The trial goes out; its caller is cancelled before it has an answer.
+                call = asyncio.create_task(backends.call_all("GET", "/health"))
+                await asyncio.sleep(0.05)
+                during = breaker.state
+                call.cancel()
+                await asyncio.gather(call, return_exceptions=True)
+                after = breaker.state
+                # Not stuck with a trial that will never report: the next call is the trial.
+                next_trial = breaker.allow()
+                return during, after, next_trial is not None and next_trial.trial
+
+    during, after, next_is_trial = asyncio.run(scenario())
+    assert during is CircuitState.HALF_OPEN
+    assert after is CircuitState.HALF_OPEN
+    assert next_is_trial
+
+
+def test_hard_dependencies_and_timeouts_are_kept_per_service():
+    async def scenario() -> Backends:
+        async with create_client(max_connections=4, keepalive_seconds=5) as client:
+            return Backends(
+                {"a": "http://127.0.0.1:1", "b": "http://127.0.0.1:2"},
+                client,
+                timeout=2.0,
+                timeouts={"b": 0.5},
+                hard=("b",),
+            )
+
+    backends = asyncio.run(scenario())
+    assert backends.timeouts == {"a": 2.0, "b": 0.5}
+    assert backends.missing_required({"a"}) == ["b"]
+    assert backends.missing_required({"a", "b"}) == []
