@@ -37,21 +37,49 @@ async def validated_request(body: PredictRequest, request: Request) -> PredictRe
     MAX_ROWS comes from the process's settings, which the schema cannot see, so the
     limit is checked here and reported in the same 422 shape as the schema's errors.
     """
-    max_rows = request.app.state.settings.max_rows
-    if len(body.data) > max_rows:
+    problem = row_limit_error(len(body.data), request.app.state.settings.max_rows)
+    if problem:
         raise RequestValidationError(
-            [
-                {
-                    "type": "too_long",
-                    "loc": ("body", "data"),
-                    "msg": f"at most {max_rows} rows per request, got {len(body.data)}",
-                }
-            ]
+            [{"type": "too_long", "loc": ("body", "data"), "msg": problem}]
         )
     return body
 
 
+def row_limit_error(rows: int, max_rows: int) -> str | None:
+    """The MAX_ROWS rule, shared by the seed routes and the Open Inference Protocol's."""
+    if rows > max_rows:
+        return f"at most {max_rows} rows per request, got {rows}"
+    return None
+
+
 ValidRequest = Annotated[PredictRequest, Depends(validated_request)]
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ServiceFailure(BaseModel):
+    error: str = Field(description="timeout, unreachable, bad_status or bad_response")
+    detail: str
+
+
+class ErrorResponse(BaseModel):
+    """Every error of every process: `error` names the problem; the rest depends on the case.
+
+    It is also the Open Inference Protocol's error shape (`{"error": "..."}`).
+    """
+
+    error: str
+    detail: list[ErrorDetail] | None = Field(None, description="422/400: up to 20 problems")
+    more_errors: int | None = Field(None, description="problems beyond the listed ones")
+    hint: str | None = None
+    request_id: str | None = Field(None, description="500 and database errors: the request's id")
+    services: dict[str, ServiceFailure] | None = Field(
+        None, description="proxy 503: why each service failed"
+    )
 
 
 class HealthResponse(BaseModel):

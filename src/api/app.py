@@ -35,7 +35,7 @@ from src.schemas import (
     ValidRequest,
 )
 from src.settings import ApiSettings
-from src.web import create_app
+from src.web import BODY_ERRORS, create_app, error_responses
 
 logger = logging.getLogger(__name__)
 
@@ -94,13 +94,15 @@ ItemId = Annotated[int, PathParam(ge=1, le=MAX_ITEM_ID)]
 AfterId = Annotated[
     int | None, Query(ge=0, le=MAX_ITEM_ID, description="only items with a larger id")
 ]
-Offset = Annotated[int, Query(ge=0, description="items to skip (after after_id)")]
+MAX_OFFSET = 10_000
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip (after after_id)")]
 
 app = create_app(
     "batch API",
     lifespan,
     description="Registers rows for the batch job to score; serves the predictions by id.",
 )
+DATABASE_DOWN = error_responses(503, descriptions={503: "the database is unavailable"})
 
 
 @app.exception_handler(SQLAlchemyError)
@@ -141,7 +143,7 @@ def _page(rows: list[Row], labels: list[str], limit: int) -> ItemPage:
     return ItemPage(items=[_record(row, labels) for row in rows], next=next_after_id)
 
 
-@app.get("/health", response_model=HealthResponse)
+@app.get("/health", response_model=HealthResponse, responses=DATABASE_DOWN)
 def health(engine: EngineDep) -> HealthResponse | JSONResponse:
     try:
         ping(engine)
@@ -168,7 +170,7 @@ def metadata(settings: SettingsDep, labels: LabelsDep, engine: EngineDep) -> dic
     }
 
 
-@app.post("/predict", response_model=RegisteredItems)
+@app.post("/predict", response_model=RegisteredItems, responses={**BODY_ERRORS, **DATABASE_DOWN})
 def register(body: ValidRequest, engine: EngineDep) -> RegisteredItems:
     # A plain `def`: FastAPI runs it in a worker thread, so the blocking insert
     # does not hold up the event loop.
@@ -177,7 +179,12 @@ def register(body: ValidRequest, engine: EngineDep) -> RegisteredItems:
     return RegisteredItems(id=item_ids[0], ids=item_ids)
 
 
-@app.get("/predict/id/{item_id}", response_model=ItemPrediction, response_model_exclude_unset=True)
+@app.get(
+    "/predict/id/{item_id}",
+    response_model=ItemPrediction,
+    response_model_exclude_unset=True,
+    responses={**error_responses(404, 422), **DATABASE_DOWN},
+)
 def prediction_by_id(item_id: ItemId, engine: EngineDep, labels: LabelsDep) -> ItemPrediction:
     row = queries.get_item(engine, item_id)
     if row is None:
@@ -188,7 +195,9 @@ def prediction_by_id(item_id: ItemId, engine: EngineDep, labels: LabelsDep) -> I
     return ItemPrediction(id=row.id, prediction=probabilities, label=_best_label(probabilities))
 
 
-@app.get("/data/{scope}", response_model=ItemPage)
+@app.get(
+    "/data/{scope}", response_model=ItemPage, responses={**error_responses(422), **DATABASE_DOWN}
+)
 def list_items(
     scope: queries.Scope,
     engine: EngineDep,

@@ -5,14 +5,15 @@ Start with `python -m src.proxy`; backends come from `SERVICE_<NAME>` variables.
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
 
-import numpy as np
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from src.observability import configure_logging
+from src.proxy import v2
 from src.proxy.backends import BackendResult, Backends, create_client
+from src.proxy.dependencies import BackendsDep
+from src.proxy.ensemble import best_labels
 from src.schemas import (
     SAMPLE_ROW,
     BinaryPrediction,
@@ -21,7 +22,7 @@ from src.schemas import (
     ValidRequest,
 )
 from src.settings import ProxySettings
-from src.web import create_app
+from src.web import BODY_ERRORS, create_app, error_responses
 
 
 @asynccontextmanager
@@ -42,17 +43,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
 
 
-async def get_backends(request: Request) -> Backends:
-    return request.app.state.backends
-
-
-BackendsDep = Annotated[Backends, Depends(get_backends)]
-
 app = create_app(
     "iris proxy",
     lifespan,
     description="Fans requests out to one binary classifier per iris class and aggregates them.",
 )
+app.include_router(v2.router)
+ALL_FAILED = error_responses(503, descriptions={503: "every service failed"})
 
 
 def _all_failed(results: dict[str, BackendResult]) -> JSONResponse:
@@ -107,7 +104,10 @@ async def health() -> HealthResponse:
     return HealthResponse()
 
 
-@app.get("/health/all")
+@app.get(
+    "/health/all",
+    responses={503: {"description": "no service answered; each entry says why"}},
+)
 async def health_all(backends: BackendsDep):
     # The probes go through the breakers like any call: an open circuit is reported
     # without calling the service, and a probe after the cool-down may be the trial.
@@ -140,35 +140,25 @@ async def metadata(request: Request, backends: BackendsDep) -> dict:
     }
 
 
-@app.post("/predict")
+@app.post("/predict", responses={**BODY_ERRORS, **ALL_FAILED})
 async def predict(body: ValidRequest, backends: BackendsDep):
     return await _fan_out(backends, "POST", "/predict", {"data": body.data})
 
 
-@app.post("/predict/label", response_model=LabelPrediction)
+@app.post("/predict/label", response_model=LabelPrediction, responses={**BODY_ERRORS, **ALL_FAILED})
 async def predict_label(body: ValidRequest, backends: BackendsDep):
     results = await backends.call_all(
         "POST", "/predict", {"data": body.data}, expect=BinaryPrediction
     )
-    # A service that answered for another number of rows cannot be compared row by row.
-    healthy = [
-        result
-        for result in results.values()
-        if result.ok and len(result.body["predictions"]) == len(body.data)
-    ]
-    answered = {result.service for result in healthy}
-    if not healthy:
+    labels = best_labels(results, len(body.data))
+    if labels is None:
         return _all_failed(results)
+    answered = set(results) - set(labels.unavailable)
     if required_failed := _required_failed(backends, results, answered):
         return required_failed
-    # Column 0 of each service's answer is P(its class); pick the most probable per row.
-    class_probability = np.array(
-        [[row[0] for row in result.body["predictions"]] for result in healthy]
-    )
-    best = class_probability.argmax(axis=0)
     labelled = [
-        {"proba": float(class_probability[winner, row]), "label": healthy[winner].service}
-        for row, winner in enumerate(best)
+        {"proba": proba, "label": label}
+        for label, proba in zip(labels.labels, labels.probas, strict=True)
     ]
     # Already the LabelPrediction shape (the declared response_model documents it):
     # answering it directly spares re-validating up to MAX_ROWS entries per request.
@@ -176,16 +166,16 @@ async def predict_label(body: ValidRequest, backends: BackendsDep):
         {
             "prediction": labelled[0],
             "predictions": labelled,
-            "unavailable": [name for name in results if name not in answered],
+            "unavailable": labels.unavailable,
         }
     )
 
 
-@app.get("/predict/get/test")
+@app.get("/predict/get/test", responses=ALL_FAILED)
 async def predict_get_test(backends: BackendsDep):
     return await _fan_out(backends, "GET", "/predict/test")
 
 
-@app.post("/predict/post/test")
+@app.post("/predict/post/test", responses=ALL_FAILED)
 async def predict_post_test(backends: BackendsDep):
     return await _fan_out(backends, "POST", "/predict", {"data": [SAMPLE_ROW]})

@@ -198,6 +198,22 @@ class Backends:
         breaker.record(permit, ok=result.ok, reason=result.error or "")
         return result
 
+    async def call_one(
+        self,
+        service: str,
+        method: str,
+        path: str,
+        payload: dict | None = None,
+        expect: type[BaseModel] | None = None,
+    ) -> BackendResult:
+        """One service's answer, as `call_all` would give it (the v2 per-model routes)."""
+        headers = {REQUEST_ID_HEADER: request_id_var.get()}
+        content = None
+        if payload is not None:
+            content = json.dumps(payload).encode()
+            headers["Content-Type"] = "application/json"
+        return await self._guarded_call(service, method, path, content, headers, expect)
+
     async def _call(
         self,
         service: str,

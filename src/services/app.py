@@ -6,16 +6,17 @@ Start with `python -m src.services` (MODE and PORT from the environment) or
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI
 
 from src.ml.predictor import Predictor
 from src.observability import configure_logging
 from src.schemas import SAMPLE_ROW, BinaryPrediction, HealthResponse, ValidRequest
+from src.services import v2
+from src.services.dependencies import PredictorDep, SettingsDep
 from src.services.model import load_service_predictor
 from src.settings import ServiceSettings
-from src.web import create_app
+from src.web import BODY_ERRORS, create_app
 
 
 @asynccontextmanager
@@ -27,22 +28,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
 
 
-async def get_predictor(request: Request) -> Predictor:
-    return request.app.state.predictor
-
-
-async def get_settings(request: Request) -> ServiceSettings:
-    return request.app.state.settings
-
-
-PredictorDep = Annotated[Predictor, Depends(get_predictor)]
-SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
-
 app = create_app(
     "iris class service",
     lifespan,
     description="A binary classifier: [P(this class), P(not this class)] per row.",
 )
+app.include_router(v2.router)
 
 
 def _binary_prediction(predictor: Predictor, rows) -> BinaryPrediction:
@@ -74,7 +65,7 @@ async def predict_test(predictor: PredictorDep) -> BinaryPrediction:
     return _binary_prediction(predictor, [SAMPLE_ROW])
 
 
-@app.post("/predict", response_model=BinaryPrediction)
+@app.post("/predict", response_model=BinaryPrediction, responses=BODY_ERRORS)
 async def predict(body: ValidRequest, predictor: PredictorDep) -> BinaryPrediction:
     # One vectorised call; small enough to run on the event loop without a thread hop.
     return _binary_prediction(predictor, body.as_array())

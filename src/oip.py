@@ -1,0 +1,179 @@
+"""The Open Inference Protocol v2 (KServe's v2 REST protocol): its JSON shapes and tensor rule.
+
+The suite's models take one FP32 tensor named `input` of shape [-1, 4]; its rows go
+through the same rule as `{"data": ...}` (src/schemas.py), so both surfaces reject the same
+inputs. Only JSON tensors are spoken: the protocol's binary tensor extension is not.
+"""
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+
+from src.schemas import N_FEATURES, SAMPLE_ROW, PredictRequest, row_limit_error
+
+INPUT_NAME = "input"
+FP32 = "FP32"
+BYTES = "BYTES"
+# A request whose body is the binary extension's (JSON header + raw tensors) says so here.
+BINARY_HEADER = "inference-header-content-length"
+
+
+class TensorError(ValueError):
+    """A tensor the model cannot take; the message names the problem (a 400)."""
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int] = Field(description="-1 for a dimension of any size")
+
+
+INPUT_METADATA = TensorMetadata(name=INPUT_NAME, datatype=FP32, shape=[-1, N_FEATURES])
+# A class service's model: [P(class), P(not class)] per row.
+CLASS_OUTPUT_METADATA = TensorMetadata(name="probabilities", datatype=FP32, shape=[-1, 2])
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str] = Field(default_factory=list)
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class ServerLive(BaseModel):
+    live: bool
+
+
+class ServerReady(BaseModel):
+    ready: bool
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class RequestInput(BaseModel):
+    name: str
+    shape: list[StrictInt]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[Any] = Field(description="row-major values, flat or nested as the shape")
+
+
+class RequestOutput(BaseModel):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class InferenceRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "inputs": [
+                        {"name": INPUT_NAME, "shape": [1, 4], "datatype": FP32, "data": SAMPLE_ROW}
+                    ]
+                }
+            ]
+        }
+    )
+
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[RequestInput]
+    outputs: list[RequestOutput] | None = Field(
+        None, description="the outputs to answer; all if absent"
+    )
+
+
+class ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: Literal["FP32", "BYTES"]
+    parameters: dict[str, Any] | None = None
+    data: list[float] | list[str] = Field(description="row-major, flat")
+
+
+class InferenceResponse(BaseModel):
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[ResponseOutput]
+
+
+def feature_rows(request: InferenceRequest, max_rows: int) -> list[list[float]]:
+    """The request's rows of 4 finite numbers, or TensorError naming what is wrong."""
+    names = [tensor.name for tensor in request.inputs]
+    if names != [INPUT_NAME]:
+        raise TensorError(f"expected one input named {INPUT_NAME!r}, got {names}")
+    (tensor,) = request.inputs
+    if tensor.datatype != FP32:
+        raise TensorError(f"input {INPUT_NAME!r}: datatype must be {FP32}, got {tensor.datatype!r}")
+    if len(tensor.shape) != 2 or tensor.shape[1] != N_FEATURES or tensor.shape[0] < 1:
+        raise TensorError(
+            f"input {INPUT_NAME!r}: shape must be [rows, {N_FEATURES}] with rows >= 1, "
+            f"got {tensor.shape}"
+        )
+    rows = tensor.shape[0]
+    if problem := row_limit_error(rows, max_rows):
+        raise TensorError(f"input {INPUT_NAME!r}: {problem}")
+    data = tensor.data
+    if len(data) == rows * N_FEATURES and not any(isinstance(value, list) for value in data):
+        data = [data[start : start + N_FEATURES] for start in range(0, len(data), N_FEATURES)]
+    elif len(data) != rows:
+        raise TensorError(
+            f"input {INPUT_NAME!r}: shape {tensor.shape} needs {rows * N_FEATURES} values "
+            f"(flat) or {rows} rows (nested), got {len(data)} items"
+        )
+    try:
+        return PredictRequest(data=data).data
+    except ValidationError as error:
+        raise TensorError(f"input {INPUT_NAME!r}: {_describe(error)}") from None
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors()[:3]:
+        # loc is ("data", row[, column]) in PredictRequest's terms.
+        where = ", ".join(
+            f"{name} {index}"
+            for name, index in zip(("row", "column"), item["loc"][1:], strict=False)
+        )
+        problems.append(f"{where}: {item['msg']}" if where else item["msg"])
+    more = error.error_count() - len(problems)
+    return "; ".join(problems) + (f" (and {more} more)" if more > 0 else "")
+
+
+def fp32_output(name: str, values: np.ndarray) -> dict:
+    """A response tensor of float32 values, flattened in row-major order."""
+    return {
+        "name": name,
+        "datatype": FP32,
+        "shape": list(values.shape),
+        "data": values.astype(np.float32).ravel().tolist(),
+    }
+
+
+def bytes_output(name: str, values: list[str]) -> dict:
+    return {"name": name, "datatype": BYTES, "shape": [len(values)], "data": values}
+
+
+def selected_outputs(request: InferenceRequest, names: list[str]) -> list[str]:
+    """The names of the outputs the request asks for (all when it names none), or TensorError."""
+    if not request.outputs:
+        return names
+    wanted = [output.name for output in request.outputs]
+    unknown = [name for name in wanted if name not in names]
+    if unknown:
+        raise TensorError(f"unknown output {unknown}; the model has {names}")
+    return wanted

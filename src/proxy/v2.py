@@ -1,0 +1,186 @@
+"""The proxy's Open Inference Protocol v2 routes, as KServe's InferenceGraph serves an Ensemble.
+
+Model `iris` is the ensemble: every class service scores the rows (the same fan-out and
+aggregation as POST /predict/label) and the answer is, per row, `label` (BYTES) and `proba`
+(FP32). Each class model is reachable here under its own name, routed to its service's
+v2 routes.
+"""
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from src.oip import (
+    BYTES,
+    CLASS_OUTPUT_METADATA,
+    FP32,
+    INPUT_METADATA,
+    InferenceRequest,
+    InferenceResponse,
+    ModelMetadata,
+    ModelReady,
+    ServerLive,
+    ServerMetadata,
+    ServerReady,
+    TensorError,
+    TensorMetadata,
+    bytes_output,
+    feature_rows,
+    selected_outputs,
+)
+from src.proxy.backends import BackendResult, Backends
+from src.proxy.dependencies import BackendsDep, SettingsDep
+from src.proxy.ensemble import best_labels
+from src.schemas import BinaryPrediction
+from src.web import OipRoute, error_responses
+
+ENSEMBLE = "iris"
+SERVER_NAME = "iris-proxy"
+ENSEMBLE_OUTPUTS = [
+    TensorMetadata(name="label", datatype=BYTES, shape=[-1]),
+    TensorMetadata(name="proba", datatype=FP32, shape=[-1]),
+]
+UNKNOWN_MODEL = error_responses(404, descriptions={404: "no model of that name here"})
+UNAVAILABLE = error_responses(
+    503, descriptions={503: "the service(s) this model needs failed; `services` says why"}
+)
+BAD_TENSOR = error_responses(
+    400, descriptions={400: "not an inference request this model takes; `error` says why"}
+)
+
+# strict_content_type=False: a client that sends no Content-Type (the protocol names none)
+# still has its body read as JSON.
+router = APIRouter(
+    prefix="/v2",
+    route_class=OipRoute,
+    strict_content_type=False,
+    tags=["Open Inference Protocol v2"],
+)
+
+
+async def _known_model(model_name: str, backends: BackendsDep) -> None:
+    # A dependency, so an unknown model is a 404 before its body is even validated.
+    if model_name != ENSEMBLE and model_name not in backends.services:
+        models = [ENSEMBLE, *backends.services]
+        raise HTTPException(
+            status_code=404, detail=f"unknown model {model_name!r}; models here: {models}"
+        )
+
+
+KNOWN_MODEL = [Depends(_known_model)]
+
+
+def _unavailable(error: str, results: dict[str, BackendResult]) -> JSONResponse:
+    return JSONResponse(
+        status_code=503,
+        content={
+            "error": error,
+            "services": {name: result.as_error_entry() for name, result in results.items()},
+        },
+    )
+
+
+async def _ensemble_readiness(backends: Backends) -> JSONResponse | None:
+    """None when the ensemble can answer (any class service ready), else the 503."""
+    results = await backends.call_all("GET", "/v2/health/ready", expect=ServerReady)
+    if any(result.ok and result.body["ready"] for result in results.values()):
+        return None
+    return _unavailable("no class service is ready", results)
+
+
+@router.get("", response_model=ServerMetadata)
+async def server_metadata(request: Request) -> ServerMetadata:
+    return ServerMetadata(name=SERVER_NAME, version=request.app.version, extensions=[])
+
+
+@router.get("/health/live", response_model=ServerLive)
+async def live() -> ServerLive:
+    return ServerLive(live=True)
+
+
+@router.get(
+    "/health/ready",
+    response_model=ServerReady,
+    responses=error_responses(503, descriptions={503: "no class service is ready"}),
+)
+async def ready(backends: BackendsDep):
+    return await _ensemble_readiness(backends) or ServerReady(ready=True)
+
+
+@router.get(
+    "/models/{model_name}",
+    response_model=ModelMetadata,
+    responses={**UNKNOWN_MODEL, **UNAVAILABLE},
+    dependencies=KNOWN_MODEL,
+)
+async def model_metadata(model_name: str, backends: BackendsDep):
+    if model_name == ENSEMBLE:
+        return ModelMetadata(
+            name=ENSEMBLE, platform="ensemble", inputs=[INPUT_METADATA], outputs=ENSEMBLE_OUTPUTS
+        )
+    path = f"/v2/models/{model_name}"
+    result = await backends.call_one(model_name, "GET", path, expect=ModelMetadata)
+    if not result.ok:
+        return _unavailable(f"service {model_name} failed", {model_name: result})
+    return result.body
+
+
+@router.get(
+    "/models/{model_name}/ready",
+    response_model=ModelReady,
+    responses={**UNKNOWN_MODEL, **UNAVAILABLE},
+    dependencies=KNOWN_MODEL,
+)
+async def model_ready(model_name: str, backends: BackendsDep):
+    if model_name == ENSEMBLE:
+        return await _ensemble_readiness(backends) or ModelReady(name=ENSEMBLE, ready=True)
+    path = f"/v2/models/{model_name}/ready"
+    result = await backends.call_one(model_name, "GET", path, expect=ModelReady)
+    if not result.ok:
+        return _unavailable(f"service {model_name} failed", {model_name: result})
+    return result.body
+
+
+@router.post(
+    "/models/{model_name}/infer",
+    response_model=InferenceResponse,
+    response_model_exclude_none=True,
+    responses={**BAD_TENSOR, **UNKNOWN_MODEL, **UNAVAILABLE},
+    dependencies=KNOWN_MODEL,
+)
+async def infer(
+    model_name: str, body: InferenceRequest, backends: BackendsDep, settings: SettingsDep
+):
+    outputs = ENSEMBLE_OUTPUTS if model_name == ENSEMBLE else [CLASS_OUTPUT_METADATA]
+    try:
+        # Checked here too, so a bad request never reaches a service (as on /predict).
+        rows = feature_rows(body, settings.max_rows)
+        wanted = selected_outputs(body, [output.name for output in outputs])
+    except TensorError as error:
+        raise HTTPException(status_code=400, detail=str(error)) from None
+    if model_name != ENSEMBLE:
+        path = f"/v2/models/{model_name}/infer"
+        payload = body.model_dump(exclude_none=True)
+        result = await backends.call_one(
+            model_name, "POST", path, payload, expect=InferenceResponse
+        )
+        if not result.ok:
+            return _unavailable(f"service {model_name} failed", {model_name: result})
+        return JSONResponse(result.body)
+    results = await backends.call_all("POST", "/predict", {"data": rows}, expect=BinaryPrediction)
+    labels = best_labels(results, len(rows))
+    if labels is None:
+        return _unavailable("every service failed", results)
+    # HARD_DEPENDENCIES hold for the ensemble as for /predict/label.
+    if missing := backends.missing_required(set(results) - set(labels.unavailable)):
+        return _unavailable(f"required service failed: {', '.join(missing)}", results)
+    tensors = {
+        "label": bytes_output("label", labels.labels),
+        "proba": {"name": "proba", "datatype": FP32, "shape": [len(rows)], "data": labels.probas},
+    }
+    return InferenceResponse(
+        model_name=ENSEMBLE,
+        id=body.id,
+        # The protocol's place for what is not a tensor: the services that did not answer.
+        parameters={"unavailable": labels.unavailable},
+        outputs=[tensors[name] for name in wanted],
+    )

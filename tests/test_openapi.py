@@ -1,0 +1,53 @@
+"""What the three OpenAPI documents declare (the contract test checks that it is true)."""
+
+import pytest
+
+from src.api.app import app as api_app
+from src.proxy.app import app as proxy_app
+from src.services.app import app as service_app
+
+APPS = {"proxy": proxy_app, "service": service_app, "api": api_app}
+
+
+def operations(app):
+    for path, methods in app.openapi()["paths"].items():
+        for method, operation in methods.items():
+            yield method, path, operation
+
+
+@pytest.mark.parametrize("name", APPS)
+def test_every_error_uses_the_one_error_schema_and_every_route_declares_500(name):
+    for method, path, operation in operations(APPS[name]):
+        responses = operation["responses"]
+        assert "500" in responses, (method, path)
+        for status, response in responses.items():
+            if status.startswith(("4", "5")) and "content" in response:
+                schema = response["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/ErrorResponse"}, (path, status)
+
+
+@pytest.mark.parametrize("name", APPS)
+def test_json_bodies_declare_400_and_only_v2_routes_skip_422(name):
+    for method, path, operation in operations(APPS[name]):
+        responses = operation["responses"]
+        if "requestBody" in operation:
+            assert "400" in responses, (method, path)
+        if path.startswith("/v2"):
+            assert "422" not in responses, (method, path)
+        elif "requestBody" in operation or operation.get("parameters"):
+            assert "422" in responses, (method, path)
+    assert "HTTPValidationError" not in APPS[name].openapi()["components"]["schemas"]
+
+
+def test_the_v2_model_routes_declare_404_and_the_proxys_503():
+    for name in ("proxy", "service"):
+        for _, path, operation in operations(APPS[name]):
+            if path.startswith("/v2/models/"):
+                assert "404" in operation["responses"], (name, path)
+                assert ("503" in operation["responses"]) == (name == "proxy"), (name, path)
+
+
+def test_the_offset_is_bounded():
+    (operation,) = [op for _, path, op in operations(api_app) if path == "/data/{scope}"]
+    (offset,) = [p for p in operation["parameters"] if p["name"] == "offset"]
+    assert offset["schema"]["maximum"] == 10_000
