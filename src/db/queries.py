@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-from sqlalchemy import Connection, Engine, Row, Select, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, Select, false, func, insert, select, true, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -81,14 +81,18 @@ def get_item(engine: Engine, item_id: int) -> Row | None:
 def list_items(
     engine: Engine, scope: Scope, limit: int, after_id: int | None = None, offset: int = 0
 ) -> list[Row]:
-    """One page of items in id order: keyset (`after_id`) and/or `offset`, at most `limit`."""
+    """One page of items in id order: keyset (`after_id`) and/or `offset`, at most `limit`.
+
+    A page of one state reads the index (scored, id) from `after_id` on, so it costs its
+    own rows (plus `offset`, which the API bounds), not the items stored before them.
+    """
     query = _items_with_predictions().order_by(items.c.id).limit(limit).offset(offset)
     if after_id is not None:
         query = query.where(items.c.id > after_id)
     if scope == "predicted":
-        query = query.where(predictions.c.item_id.is_not(None))
+        query = query.where(items.c.scored == true())
     elif scope == "unpredicted":
-        query = query.where(predictions.c.item_id.is_(None))
+        query = query.where(items.c.scored == false())
     with engine.connect() as connection:
         return list(connection.execute(query))
 
@@ -96,14 +100,15 @@ def list_items(
 def claim_unscored(connection: Connection, after_id: int, limit: int) -> list[Row]:
     """The next `limit` unscored items after `after_id`, locked until the transaction ends.
 
-    On MySQL/MariaDB, FOR UPDATE SKIP LOCKED: rows another job has claimed are skipped,
-    not waited for, so concurrent jobs split the backlog. SQLite has no row locks; there
-    the caller's BEGIN IMMEDIATE makes the whole chunk one writer's at a time.
+    A range of the index (scored, id): the claim reads only the rows it returns, however
+    many items are scored already. On MySQL/MariaDB, FOR UPDATE SKIP LOCKED: rows another
+    job has claimed are skipped, not waited for, so concurrent jobs split the backlog.
+    SQLite has no row locks; there the caller's BEGIN IMMEDIATE makes the whole chunk one
+    writer's at a time.
     """
     query = (
         select(items.c.id, *(items.c[name] for name in FEATURE_COLUMNS))
-        .outerjoin_from(items, predictions, predictions.c.item_id == items.c.id)
-        .where(predictions.c.item_id.is_(None), items.c.id > after_id)
+        .where(items.c.scored == false(), items.c.id > after_id)
         .order_by(items.c.id)
         .limit(limit)
     )
@@ -115,7 +120,7 @@ def claim_unscored(connection: Connection, after_id: int, limit: int) -> list[Ro
 def insert_predictions(
     connection: Connection, item_ids: Sequence[int], probabilities: np.ndarray
 ) -> None:
-    """Store one predictions row per item, in one bulk statement.
+    """Store one predictions row per item and mark the items scored, in the caller's transaction.
 
     A row whose item already has a prediction is left alone: the claim makes that
     impossible in normal operation, and the unique item_id keeps it exactly once regardless.
@@ -132,6 +137,8 @@ def insert_predictions(
     else:
         statement = sqlite_insert(predictions).on_conflict_do_nothing(index_elements=["item_id"])
     connection.execute(statement, values)
+    # The same transaction: an item is scored exactly when its predictions row exists.
+    connection.execute(update(items).where(items.c.id.in_(item_ids)).values(scored=True))
 
 
 def count_items(engine: Engine) -> int:
@@ -145,8 +152,8 @@ def count_predictions(engine: Engine) -> int:
 
 
 def count_backlog(engine: Engine) -> int:
-    """Unscored items: every prediction belongs to exactly one item (unique foreign key)."""
+    """Unscored items, counted in the index (scored, id): costs the backlog, not the history."""
     with engine.connect() as connection:
-        total = connection.execute(select(func.count()).select_from(items)).scalar_one()
-        scored = connection.execute(select(func.count()).select_from(predictions)).scalar_one()
-    return total - scored
+        return connection.execute(
+            select(func.count()).select_from(items).where(items.c.scored == false())
+        ).scalar_one()

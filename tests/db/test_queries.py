@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import select
 
 from src.db import queries
-from src.db.engine import create_db_engine, create_tables, write_transaction
+from src.db.engine import write_transaction
 from src.db.tables import predictions
 from tests.batch_support import ready_engine
 
@@ -21,39 +21,6 @@ def _score(engine, after_id: int, limit: int, probability: float = 0.5) -> list[
         scores = np.full((len(rows), 3), probability, dtype=np.float32)
         queries.insert_predictions(connection, item_ids, scores)
     return item_ids
-
-
-def test_create_tables_twice_keeps_rows_and_ids_going(database_url):
-    engine = ready_engine(database_url)
-    first = queries.insert_items(engine, [ROW, ROW])
-    create_tables(engine)
-    # A process starting later must not reset the id counter.
-    second = queries.insert_items(engine, [ROW])
-    assert first == [1, 2]
-    assert second == [3]
-    assert queries.count_items(engine) == 3
-
-
-def test_concurrent_starters_create_the_tables_once(database_url):
-    # The API and the job start together: neither may crash on the other's CREATE TABLE.
-    engines = [create_db_engine(database_url) for _ in range(4)]
-    errors = []
-    barrier = threading.Barrier(len(engines))
-
-    def start(engine) -> None:
-        barrier.wait()
-        try:
-            create_tables(engine)
-        except Exception as error:  # collected: an exception in a thread would be lost
-            errors.append(error)
-
-    threads = [threading.Thread(target=start, args=(engine,)) for engine in engines]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    assert queries.insert_items(engines[0], [ROW]) == [1]
 
 
 def test_insert_items_returns_consecutive_ids_in_row_order(database_url):
