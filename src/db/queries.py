@@ -23,6 +23,21 @@ from src.db.tables import (
 )
 
 Scope = Literal["all", "predicted", "unpredicted"]
+SCORED_INDEX = "ix_items_scored_id"
+
+
+def _by_state(query: Select, scored: bool) -> Select:
+    """`query` narrowed to scored (or unscored) items, read through the index (scored, id).
+
+    Forced on MySQL/MariaDB: with ORDER BY id LIMIT n they prefer walking the primary
+    key from the lowest id, which is the whole history when few items are unscored.
+    """
+    hint = f"FORCE INDEX ({SCORED_INDEX})"
+    return (
+        query.where(items.c.scored == (true() if scored else false()))
+        .with_hint(items, hint, "mysql")
+        .with_hint(items, hint, "mariadb")
+    )
 
 
 def _allocate_item_ids(engine: Engine, count: int) -> int:
@@ -86,15 +101,18 @@ def list_items(
     A page of one state reads the index (scored, id) from `after_id` on, so it costs its
     own rows (plus `offset`, which the API bounds), not the items stored before them.
     """
+    with engine.connect() as connection:
+        return list(connection.execute(page_query(scope, limit, after_id, offset)))
+
+
+def page_query(scope: Scope, limit: int, after_id: int | None = None, offset: int = 0) -> Select:
+    """The SELECT of one page (see `list_items`)."""
     query = _items_with_predictions().order_by(items.c.id).limit(limit).offset(offset)
     if after_id is not None:
         query = query.where(items.c.id > after_id)
-    if scope == "predicted":
-        query = query.where(items.c.scored == true())
-    elif scope == "unpredicted":
-        query = query.where(items.c.scored == false())
-    with engine.connect() as connection:
-        return list(connection.execute(query))
+    if scope == "all":
+        return query
+    return _by_state(query, scored=scope == "predicted")
 
 
 def claim_unscored(connection: Connection, after_id: int, limit: int) -> list[Row]:
@@ -106,15 +124,21 @@ def claim_unscored(connection: Connection, after_id: int, limit: int) -> list[Ro
     SQLite has no row locks; there the caller's BEGIN IMMEDIATE makes the whole chunk one
     writer's at a time.
     """
-    query = (
-        select(items.c.id, *(items.c[name] for name in FEATURE_COLUMNS))
-        .where(items.c.scored == false(), items.c.id > after_id)
-        .order_by(items.c.id)
-        .limit(limit)
-    )
+    query = claim_query(after_id, limit)
     if is_mysql(connection):
         query = query.with_for_update(skip_locked=True)
     return list(connection.execute(query))
+
+
+def claim_query(after_id: int, limit: int) -> Select:
+    """The SELECT of one claim (see `claim_unscored`), without its lock."""
+    query = select(items.c.id, *(items.c[name] for name in FEATURE_COLUMNS))
+    query = _by_state(query.where(items.c.id > after_id), scored=False)
+    return query.order_by(items.c.id).limit(limit)
+
+
+def backlog_query() -> Select:
+    return _by_state(select(func.count()).select_from(items), scored=False)
 
 
 def insert_predictions(
@@ -154,6 +178,4 @@ def count_predictions(engine: Engine) -> int:
 def count_backlog(engine: Engine) -> int:
     """Unscored items, counted in the index (scored, id): costs the backlog, not the history."""
     with engine.connect() as connection:
-        return connection.execute(
-            select(func.count()).select_from(items).where(items.c.scored == false())
-        ).scalar_one()
+        return connection.execute(backlog_query()).scalar_one()
