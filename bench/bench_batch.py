@@ -8,6 +8,15 @@ with, in the same run:
 - the per-item variant of the original tutorial: one predict and one commit per item,
   on a sample.
 
+Then the history scenario (skip it with --history-items 0), each job figure one
+`python -m src.task.job --once` (wall time, start-up included, median of --repeats):
+- an empty pass and a pass over 10,000 new items, in a fresh database and again after
+  --history-items (1,000,000) scored items were seeded with bulk INSERT ... SELECTs;
+- the first pages of /data/unpredicted and /data/predicted through the API at that
+  history, with no backlog and with 10,000 new items;
+- one pass over a backlog of --history-items unscored items: items/s, and the job's peak
+  RSS (its own rusage from wait4, which the kernel keeps per child).
+
 The server comes from BENCH_DATABASE_URL, TEST_DATABASE_URL or MYSQL_SERVER/MYSQL_PORT/
 MYSQL_USER/MYSQL_PASSWORD (default 127.0.0.1:3306, root, no password). The database
 `bench_<random>` is dropped at the end unless --keep.
@@ -33,12 +42,19 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from src.db import queries  # noqa: E402
 from src.db.engine import create_db_engine, write_transaction  # noqa: E402
+from src.db.migrate import upgrade  # noqa: E402
 from src.ml.predictor import Predictor  # noqa: E402
 from tests.mysql_server import connect, mysql_server_url  # noqa: E402
 from tests.processes import free_port, wait_until_healthy  # noqa: E402
 
 PASS_DONE = re.compile(r"pass done: (\d+) items scored in ([\d.]+)s")
+NOTHING_TO_SCORE = re.compile(r"pass done: nothing to score \(([\d.]+)s\)")
 TARGET_ITEMS_PER_SECOND = 30_000
+TARGET_EMPTY_PASS_GROWTH = 1.20
+TARGET_NEW_ITEMS_PASS_GROWTH = 1.30
+TARGET_FIRST_PAGE_SECONDS = 0.100
+TARGET_BACKLOG_RSS_MB = 300
+NEW_ITEMS = 10_000
 TARGET_FLOOR_RATIO = 2.0
 TARGET_PER_ITEM_SPEEDUP = 200
 TARGET_POST_SECONDS = 1.0
@@ -101,8 +117,9 @@ def register_through_api(database_url: str, items: int, rows_per_post: int, log_
         api.stop()
 
 
-def time_job_pass(database_url: str, threads: int, chunk_size: int, log_dir: Path):
-    """One `--once` run: (items scored, seconds of the pass, seconds of the process)."""
+def run_job_once(database_url: str, threads: int, chunk_size: int, log_dir: Path):
+    """One `--once` run: (items scored, seconds of the pass, seconds of the process, peak
+    RSS in MB). The RSS is the job's own high-water mark, from wait4's rusage."""
     env = {
         "DATABASE_URL": database_url,
         "METRICS_PORT": "0",
@@ -111,12 +128,23 @@ def time_job_pass(database_url: str, threads: int, chunk_size: int, log_dir: Pat
     }
     started = time.perf_counter()
     job = Process("job", ["src.task.job", "--once"], env, log_dir)
-    code = job.popen.wait()
+    _, status, usage = os.wait4(job.popen.pid, 0)
     process_seconds = time.perf_counter() - started
-    if code != 0:
-        raise SystemExit(f"job exited {code}:\n{job.log()[-3000:]}")
-    scored, seconds = PASS_DONE.findall(job.log())[-1]
-    return int(scored), float(seconds), process_seconds
+    job.popen.returncode = os.waitstatus_to_exitcode(status)
+    if job.popen.returncode != 0:
+        raise SystemExit(f"job exited {job.popen.returncode}:\n{job.log()[-3000:]}")
+    log = job.log()
+    if done := PASS_DONE.findall(log):
+        scored, seconds = int(done[-1][0]), float(done[-1][1])
+    else:
+        scored, seconds = 0, float(NOTHING_TO_SCORE.findall(log)[-1])
+    # ru_maxrss is in kilobytes on Linux.
+    return scored, seconds, process_seconds, usage.ru_maxrss / 1024
+
+
+def time_job_pass(database_url: str, threads: int, chunk_size: int, log_dir: Path):
+    """One `--once` run: (items scored, seconds of the pass, seconds of the process)."""
+    return run_job_once(database_url, threads, chunk_size, log_dir)[:3]
 
 
 def time_floor(server: URL, database: str, items: int) -> float:
@@ -163,6 +191,190 @@ def time_per_item(database_url: str, sample: int, model_path: Path) -> float:
     return seconds
 
 
+def new_database(server: URL, created: list[str]) -> str:
+    """A new database at this release's schema; its URL (dropped at the end of the run)."""
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    with connect(server, autocommit=True) as admin, admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE `{name}`")
+    created.append(name)
+    url = server.set(database=name, query={"charset": "utf8mb4"}).render_as_string(
+        hide_password=False
+    )
+    engine = create_db_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    return url
+
+
+def seed_items(server: URL, database: str, count: int, scored: bool) -> float:
+    """`count` items (scored, with predictions, or not), by doubling INSERT ... SELECTs on
+    the server; the seconds it took. The id counter is moved past them, as the API would."""
+    started = time.perf_counter()
+    flag = 1 if scored else 0
+    with connect(server, database) as connection, connection.cursor() as cursor:
+        rows = [
+            (
+                index + 1,
+                4.3 + index % 36 / 10,
+                2.0 + index % 24 / 10,
+                1.0 + index % 59 / 10,
+                0.1 + index % 25 / 10,
+                flag,
+            )
+            for index in range(min(count, 10_000))
+        ]
+        cursor.executemany(
+            "INSERT INTO items (id, sepal_length, sepal_width, petal_length, petal_width, scored)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            rows,
+        )
+        stored = len(rows)
+        while stored < count:
+            batch = min(stored, count - stored)
+            cursor.execute(
+                "INSERT INTO items (id, sepal_length, sepal_width, petal_length, petal_width,"
+                " scored) SELECT id + %s, sepal_length, sepal_width, petal_length, petal_width,"
+                " scored FROM items WHERE id <= %s",
+                (stored, batch),
+            )
+            connection.commit()
+            stored += batch
+        if scored:
+            cursor.execute(
+                "INSERT INTO predictions (item_id, probability_0, probability_1, probability_2)"
+                " SELECT id, 0.2, 0.3, 0.5 FROM items"
+            )
+        cursor.execute("UPDATE id_blocks SET next_id = %s WHERE name = 'items'", (count + 1,))
+        connection.commit()
+        cursor.execute("ANALYZE TABLE items, predictions")
+        cursor.fetchall()
+    return time.perf_counter() - started
+
+
+def median_job_runs(url: str, args, repeats: int, new_items: int) -> tuple[float, int]:
+    """Median process seconds of `repeats` `--once` runs, each after `new_items` new items."""
+    engine = create_db_engine(url)
+    rows = np.random.default_rng(2).uniform(0.1, 8, size=(new_items, 4)).round(2).tolist()
+    seconds, scored = [], 0
+    for _ in range(repeats):
+        if new_items:
+            queries.insert_items(engine, rows)
+        result = run_job_once(url, args.threads, args.chunk_size, args.log_dir)
+        scored = result[0]
+        seconds.append(result[2])
+    engine.dispose()
+    return statistics.median(seconds), scored
+
+
+def time_first_pages(url: str, log_dir: Path, repeats: int) -> dict[str, tuple[float, float]]:
+    """(first, median of the rest) seconds of the first page of each state, through the API."""
+    port = free_port()
+    api = Process("api", ["src.api"], {"DATABASE_URL": url, "PORT": str(port)}, log_dir)
+
+    class _Health:
+        name = "api"
+        base_url = f"http://127.0.0.1:{port}"
+        alive = staticmethod(lambda: api.popen.poll() is None)
+        log = staticmethod(api.log)
+
+    figures = {}
+    try:
+        wait_until_healthy(_Health, timeout=60)
+        with httpx.Client(base_url=_Health.base_url, timeout=60) as client:
+            for scope in ("unpredicted", "predicted"):
+                seconds = []
+                for _ in range(repeats + 1):
+                    started = time.perf_counter()
+                    client.get(f"/data/{scope}", params={"limit": 100}).raise_for_status()
+                    seconds.append(time.perf_counter() - started)
+                figures[scope] = (seconds[0], statistics.median(seconds[1:]))
+    finally:
+        api.stop()
+    return figures
+
+
+def history_scenario(server: URL, args, created: list[str]) -> None:
+    n = args.history_items
+    print()
+    print(f"history scenario: {n:,} scored items, {NEW_ITEMS:,} new ones, {args.repeats} runs each")
+    fresh = new_database(server, created)
+    fresh_empty, _ = median_job_runs(fresh, args, args.repeats, 0)
+    fresh_new, fresh_scored = median_job_runs(fresh, args, args.repeats, NEW_ITEMS)
+
+    history = new_database(server, created)
+    seed_seconds = seed_items(server, created[-1], n, scored=True)
+    print(f"seeded {n:,} scored items and their predictions in {seed_seconds:.1f}s")
+    history_empty, _ = median_job_runs(history, args, args.repeats, 0)
+    pages_no_backlog = time_first_pages(history, args.log_dir, args.repeats)
+    history_new, history_scored = median_job_runs(history, args, args.repeats, NEW_ITEMS)
+    engine = create_db_engine(history)
+    queries.insert_items(engine, [[5.1, 3.5, 1.4, 0.2]] * NEW_ITEMS)
+    engine.dispose()
+    pages_backlog = time_first_pages(history, args.log_dir, args.repeats)
+    assert fresh_scored == history_scored == NEW_ITEMS, (fresh_scored, history_scored)
+
+    backlog = new_database(server, created)
+    seed_seconds = seed_items(server, created[-1], n, scored=False)
+    print(f"seeded a backlog of {n:,} unscored items in {seed_seconds:.1f}s")
+    scored, pass_seconds, process_seconds, rss_mb = run_job_once(
+        backlog, args.threads, args.chunk_size, args.log_dir
+    )
+    assert scored == n, scored
+    rate = scored / pass_seconds
+
+    print()
+    print(
+        f"{'job --once, wall time with start-up (median)':<46} {'fresh':>9} {'history':>9}"
+        f" {'ratio':>7}"
+    )
+    for name, before, after in (
+        ("empty pass", fresh_empty, history_empty),
+        (f"pass over {NEW_ITEMS:,} new items", fresh_new, history_new),
+    ):
+        print(f"{name:<46} {before:>8.3f}s {after:>8.3f}s {after / before:>6.2f}x")
+    print()
+    print(
+        f"{'first page, limit=100, at ' + format(n, ',') + ' items':<46} {'first':>9} {'median':>9}"
+    )
+    slowest_page = 0.0
+    for label, figures in (("no backlog", pages_no_backlog), (f"{NEW_ITEMS:,} new", pages_backlog)):
+        for scope, (first, median) in figures.items():
+            slowest_page = max(slowest_page, median)
+            print(
+                f"{'/data/' + scope + ' (' + label + ')':<46} {first * 1000:>7.1f}ms"
+                f" {median * 1000:>7.1f}ms"
+            )
+    print()
+    print(
+        f"backlog of {n:,}: pass {pass_seconds:.2f}s ({rate:,.0f} items/s), process"
+        f" {process_seconds:.2f}s, job peak RSS {rss_mb:.0f} MB"
+    )
+    print()
+    print(f"{'target':<44} {'measured':>14}  verdict")
+    empty_growth = history_empty / fresh_empty
+    new_growth = history_new / fresh_new
+    for name, measured, ok in (
+        (
+            "history adds <= 20% to an empty pass",
+            f"{empty_growth:.2f}x",
+            empty_growth <= TARGET_EMPTY_PASS_GROWTH,
+        ),
+        (
+            f"history adds <= 30% to a {NEW_ITEMS:,} pass",
+            f"{new_growth:.2f}x",
+            new_growth <= TARGET_NEW_ITEMS_PASS_GROWTH,
+        ),
+        (
+            "first pages <= 100 ms (slowest median)",
+            f"{slowest_page * 1000:.1f}ms",
+            slowest_page <= TARGET_FIRST_PAGE_SECONDS,
+        ),
+        (f"{n:,} backlog >= 30,000 items/s", f"{rate:,.0f}", rate >= TARGET_ITEMS_PER_SECOND),
+        (f"{n:,} backlog: job RSS <= 300 MB", f"{rss_mb:.0f} MB", rss_mb <= TARGET_BACKLOG_RSS_MB),
+    ):
+        print(f"{name:<44} {measured:>14}  {_verdict(ok)}")
+
+
 def _verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
@@ -176,22 +388,24 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=int(os.environ.get("CHUNK_SIZE", 5000)))
     parser.add_argument("--model", type=Path, default=REPO_ROOT / "models" / "iris_svc.onnx")
     parser.add_argument("--log-dir", type=Path, default=REPO_ROOT / "data" / "bench-batch")
-    parser.add_argument("--keep", action="store_true", help="keep the bench database")
+    parser.add_argument("--keep", action="store_true", help="keep the bench databases")
+    parser.add_argument(
+        "--history-items", type=int, default=1_000_000, help="0: skip the history scenario"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="runs per history figure")
     args = parser.parse_args()
     args.log_dir.mkdir(parents=True, exist_ok=True)
 
     server = server_url()
-    database = f"bench_{uuid.uuid4().hex[:10]}"
     with connect(server, autocommit=True) as admin, admin.cursor() as cursor:
         cursor.execute("SELECT VERSION()")
         version = cursor.fetchone()[0]
-        cursor.execute(f"CREATE DATABASE `{database}`")
-    database_url = server.set(database=database, query={"charset": "utf8mb4"}).render_as_string(
-        hide_password=False
-    )
-    print(f"server {version} at {server.host}:{server.port or 3306}, database {database}")
-    print(f"job: {args.threads} threads, chunks of {args.chunk_size}; cores: {os.cpu_count()}")
+    created: list[str] = []
     try:
+        database_url = new_database(server, created)
+        database = created[-1]
+        print(f"server {version} at {server.host}:{server.port or 3306}, database {database}")
+        print(f"job: {args.threads} threads, chunks of {args.chunk_size}; cores: {os.cpu_count()}")
         post_seconds = register_through_api(
             database_url, args.items, args.rows_per_post, args.log_dir
         )
@@ -200,11 +414,27 @@ def main() -> None:
         )
         floor_seconds = time_floor(server, database, scored)
         per_item_seconds = time_per_item(database_url, args.per_item_sample, args.model)
+        print_fresh_figures(
+            args,
+            post_seconds,
+            scored,
+            pass_seconds,
+            process_seconds,
+            floor_seconds,
+            per_item_seconds,
+        )
+        if args.history_items:
+            history_scenario(server, args, created)
     finally:
         if not args.keep:
             with connect(server, autocommit=True) as admin, admin.cursor() as cursor:
-                cursor.execute(f"DROP DATABASE IF EXISTS `{database}`")
+                for name in created:
+                    cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
 
+
+def print_fresh_figures(
+    args, post_seconds, scored, pass_seconds, process_seconds, floor_seconds, per_item_seconds
+) -> None:
     job_rate = scored / pass_seconds
     floor_rate = scored / floor_seconds
     per_item_rate = args.per_item_sample / per_item_seconds

@@ -158,6 +158,10 @@ def batch_scenarios(
 ) -> None:
     recorder.heading(f"Batch: register, score, fetch ({database})")
     env = {"DATABASE_URL": database_url}
+    # As compose's one-shot migrate service does before the api and the job start.
+    migrate = starter.start(f"migrate-{database}", ["src.db", "upgrade"], env)
+    if migrate.popen.wait(120) != 0:
+        raise RuntimeError(f"python -m src.db upgrade failed:\n{migrate.log()[-3000:]}")
     api = starter.start_http(f"api-{database}", ["src.api"], env)
     registered = recorder.call(
         "Register three items",

@@ -4,6 +4,8 @@ The compose file is the single source: each service built from this repo becomes
 local process with the same command and environment. Hostnames of other services
 become 127.0.0.1, and a variable that names a service not run here (MYSQL_SERVER=mysql)
 is dropped, so the batch pattern falls back to its embedded SQLite database.
+A one-shot service (one that others wait for with `service_completed_successfully`,
+like `migrate`) runs to completion first; the others start only if it exits 0.
 Settings come from the caller's environment through the file's `${VAR:-default}`s.
 Ctrl-C or SIGTERM stops every process (honcho kills their process groups).
 """
@@ -11,6 +13,7 @@ Ctrl-C or SIGTERM stops every process (honcho kills their process groups).
 import os
 import re
 import shlex
+import subprocess
 import sys
 import threading
 import time
@@ -33,6 +36,8 @@ class LocalProcess:
     name: str
     command: list[str]
     env: dict[str, str]
+    # Runs to completion before the others start (compose: service_completed_successfully).
+    one_shot: bool = False
 
     @property
     def ready_url(self) -> str | None:
@@ -63,7 +68,20 @@ def load_processes(
     environ: dict[str, str], compose_file: Path = COMPOSE_FILE
 ) -> list[LocalProcess]:
     services = yaml.safe_load(compose_file.read_text())["services"]
-    local = [name for name, service in services.items() if "build" in service]
+    built_images = {service.get("image") for service in services.values() if "build" in service}
+    # Ours: built from this repo, or run from an image built from it (migrate).
+    local = [
+        name
+        for name, service in services.items()
+        if "build" in service or service.get("image") in built_images
+    ]
+    waited_for = {
+        dependency
+        for service in services.values()
+        if isinstance(service.get("depends_on"), dict)
+        for dependency, condition in service["depends_on"].items()
+        if condition.get("condition") == "service_completed_successfully"
+    }
     elsewhere = set(services) - set(local)
     processes = []
     for name in local:
@@ -78,7 +96,7 @@ def load_processes(
         command = [
             sys.executable if part == "python" else part for part in services[name]["command"]
         ]
-        processes.append(LocalProcess(name, command, env))
+        processes.append(LocalProcess(name, command, env, one_shot=name in waited_for))
     return processes
 
 
@@ -124,16 +142,34 @@ def _ready_banner(processes: list[LocalProcess]) -> str:
     )
 
 
+def _process_env(process: LocalProcess) -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1", **process.env}
+
+
+def run_one_shots(processes: list[LocalProcess]) -> int:
+    """Run each one-shot process to its end, in file order; the first failing exit code."""
+    for process in processes:
+        print(f"run_suite: running {process.name}: {shlex.join(process.command)}", flush=True)
+        code = subprocess.run(process.command, env=_process_env(process), cwd=REPO_ROOT).returncode
+        if code != 0:
+            print(f"run_suite: {process.name} exited {code}; not starting the others", flush=True)
+            return code
+    return 0
+
+
 def main() -> int:
     os.chdir(REPO_ROOT)
-    processes = load_processes(dict(os.environ))
+    everything = load_processes(dict(os.environ))
+    if code := run_one_shots([process for process in everything if process.one_shot]):
+        return code
+    processes = [process for process in everything if not process.one_shot]
     manager = Manager()
     for process in processes:
         manager.add_process(
             process.name,
             # exec: the process honcho signals is the program itself, not a shell around it.
             "exec " + shlex.join(process.command),
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **process.env},
+            env=_process_env(process),
             cwd=str(REPO_ROOT),
         )
     manager_done = threading.Event()

@@ -11,8 +11,12 @@ from src.ml.predictor import ModelLoadError
 T = TypeVar("T")
 
 
+class StartupError(RuntimeError):
+    """A condition a process cannot start under, told in one line (e.g. an old schema)."""
+
+
 def or_exit(process: str, build: Callable[[], T]) -> T:
-    """Run a start-up step; on a configuration or model error print one line and exit 2."""
+    """Run a start-up step; on a settings, model or start-up error print one line and exit 2."""
     try:
         return build()
     except ValidationError as error:
@@ -21,7 +25,7 @@ def or_exit(process: str, build: Callable[[], T]) -> T:
             for item in error.errors()
         )
         message = f"invalid settings: {problems}"
-    except ModelLoadError as error:
+    except (ModelLoadError, StartupError) as error:
         message = str(error)
     print(f"{process}: cannot start: {message}", file=sys.stderr)
     raise SystemExit(2)

@@ -19,7 +19,8 @@ import pymysql
 import pytest
 from sqlalchemy.engine import URL, make_url
 
-from src.db.engine import create_db_engine, create_tables
+from src.db.engine import create_db_engine
+from src.db.migrate import upgrade
 from tests.mysql_server import connect, mysql_server_url
 from tests.processes import ProcessStarter, RunningProcess
 
@@ -72,9 +73,9 @@ def sqlite_url(directory: Path) -> str:
 
 
 def ready_engine(url: str):
-    """An engine on `url` with the tables created, for a test to seed and inspect."""
+    """An engine on `url` with the schema migrated to this release's, to seed and inspect."""
     engine = create_db_engine(url)
-    create_tables(engine)
+    upgrade(engine)
     return engine
 
 

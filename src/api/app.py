@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from src.db import queries
 from src.db.engine import create_db_engine, ping
-from src.db.retry import create_tables_when_reachable
+from src.db.retry import require_current_schema_when_reachable
 from src.db.tables import FEATURE_COLUMNS, PROBABILITY_COLUMNS
 from src.ml.predictor import ModelLoadError, load_labels
 from src.observability import configure_logging, request_id_var
@@ -65,7 +65,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.settings = settings
     app.state.labels = load_batch_labels(settings.label_filepath)
     engine = create_db_engine(settings.resolved_database_url())
-    create_tables_when_reachable(engine, give_up_after=STARTUP_DATABASE_WAIT_SECONDS)
+    # `python -m src.api` checked this already, with a one-line exit; this is for uvicorn.
+    require_current_schema_when_reachable(engine, give_up_after=STARTUP_DATABASE_WAIT_SECONDS)
     app.state.engine = engine
     logger.info("batch API using %s", engine.url.render_as_string(hide_password=True))
     yield
@@ -94,8 +95,16 @@ ItemId = Annotated[int, PathParam(ge=1, le=MAX_ITEM_ID)]
 AfterId = Annotated[
     int | None, Query(ge=0, le=MAX_ITEM_ID, description="only items with a larger id")
 ]
+# Skipping rows costs as many rows read: deep pages are for after_id, which stays O(page).
 MAX_OFFSET = 10_000
-Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip (after after_id)")]
+Offset = Annotated[
+    int,
+    Query(
+        ge=0,
+        le=MAX_OFFSET,
+        description=f"items to skip (after after_id), at most {MAX_OFFSET}; use after_id beyond",
+    ),
+]
 
 app = create_app(
     "batch API",

@@ -1,6 +1,7 @@
 """Database engines for the batch pattern: MySQL/MariaDB through pymysql, or an SQLite file.
 
 Engines are built in the API's lifespan and the job's `main()`, never at import time.
+The tables are made and changed by the migrations (`python -m src.db upgrade`), not here.
 """
 
 import sqlite3
@@ -9,12 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event, insert, literal, select
-from sqlalchemy import func as sql_func
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.schema import CreateTable
-
-from src.db.tables import ITEMS_SEQUENCE, id_blocks, items, metadata
 
 # A connection attempt to a dead server fails after this many seconds instead of hanging.
 CONNECT_TIMEOUT_SECONDS = 5
@@ -103,24 +100,6 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 
 def is_mysql(connection: Connection | Engine) -> bool:
     return connection.dialect.name in ("mysql", "mariadb")
-
-
-def create_tables(engine: Engine) -> None:
-    """Create the tables if they are missing; safe when the API and the job start together.
-
-    CREATE TABLE IF NOT EXISTS rather than `metadata.create_all()`: create_all checks, then
-    creates, and the second of two processes starting at once fails between the two.
-    """
-    with write_transaction(engine) as connection:
-        for table in metadata.sorted_tables:
-            connection.execute(CreateTable(table, if_not_exists=True))
-        # The id counter starts after any items already stored; only the first starter wins.
-        seed = insert(id_blocks).from_select(
-            ["name", "next_id"],
-            select(literal(ITEMS_SEQUENCE), sql_func.coalesce(sql_func.max(items.c.id), 0) + 1),
-        )
-        seed = seed.prefix_with("IGNORE" if is_mysql(connection) else "OR IGNORE")
-        connection.execute(seed)
 
 
 def ping(engine: Engine) -> None:

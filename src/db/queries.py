@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-from sqlalchemy import Connection, Engine, Row, Select, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, Select, false, func, insert, select, true, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -23,6 +23,21 @@ from src.db.tables import (
 )
 
 Scope = Literal["all", "predicted", "unpredicted"]
+SCORED_INDEX = "ix_items_scored_id"
+
+
+def _by_state(query: Select, scored: bool) -> Select:
+    """`query` narrowed to scored (or unscored) items, read through the index (scored, id).
+
+    Forced on MySQL/MariaDB: with ORDER BY id LIMIT n they prefer walking the primary
+    key from the lowest id, which is the whole history when few items are unscored.
+    """
+    hint = f"FORCE INDEX ({SCORED_INDEX})"
+    return (
+        query.where(items.c.scored == (true() if scored else false()))
+        .with_hint(items, hint, "mysql")
+        .with_hint(items, hint, "mariadb")
+    )
 
 
 def _allocate_item_ids(engine: Engine, count: int) -> int:
@@ -81,41 +96,55 @@ def get_item(engine: Engine, item_id: int) -> Row | None:
 def list_items(
     engine: Engine, scope: Scope, limit: int, after_id: int | None = None, offset: int = 0
 ) -> list[Row]:
-    """One page of items in id order: keyset (`after_id`) and/or `offset`, at most `limit`."""
+    """One page of items in id order: keyset (`after_id`) and/or `offset`, at most `limit`.
+
+    A page of one state reads the index (scored, id) from `after_id` on, so it costs its
+    own rows (plus `offset`, which the API bounds), not the items stored before them.
+    """
+    with engine.connect() as connection:
+        return list(connection.execute(page_query(scope, limit, after_id, offset)))
+
+
+def page_query(scope: Scope, limit: int, after_id: int | None = None, offset: int = 0) -> Select:
+    """The SELECT of one page (see `list_items`)."""
     query = _items_with_predictions().order_by(items.c.id).limit(limit).offset(offset)
     if after_id is not None:
         query = query.where(items.c.id > after_id)
-    if scope == "predicted":
-        query = query.where(predictions.c.item_id.is_not(None))
-    elif scope == "unpredicted":
-        query = query.where(predictions.c.item_id.is_(None))
-    with engine.connect() as connection:
-        return list(connection.execute(query))
+    if scope == "all":
+        return query
+    return _by_state(query, scored=scope == "predicted")
 
 
 def claim_unscored(connection: Connection, after_id: int, limit: int) -> list[Row]:
     """The next `limit` unscored items after `after_id`, locked until the transaction ends.
 
-    On MySQL/MariaDB, FOR UPDATE SKIP LOCKED: rows another job has claimed are skipped,
-    not waited for, so concurrent jobs split the backlog. SQLite has no row locks; there
-    the caller's BEGIN IMMEDIATE makes the whole chunk one writer's at a time.
+    A range of the index (scored, id): the claim reads only the rows it returns, however
+    many items are scored already. On MySQL/MariaDB, FOR UPDATE SKIP LOCKED: rows another
+    job has claimed are skipped, not waited for, so concurrent jobs split the backlog.
+    SQLite has no row locks; there the caller's BEGIN IMMEDIATE makes the whole chunk one
+    writer's at a time.
     """
-    query = (
-        select(items.c.id, *(items.c[name] for name in FEATURE_COLUMNS))
-        .outerjoin_from(items, predictions, predictions.c.item_id == items.c.id)
-        .where(predictions.c.item_id.is_(None), items.c.id > after_id)
-        .order_by(items.c.id)
-        .limit(limit)
-    )
+    query = claim_query(after_id, limit)
     if is_mysql(connection):
         query = query.with_for_update(skip_locked=True)
     return list(connection.execute(query))
 
 
+def claim_query(after_id: int, limit: int) -> Select:
+    """The SELECT of one claim (see `claim_unscored`), without its lock."""
+    query = select(items.c.id, *(items.c[name] for name in FEATURE_COLUMNS))
+    query = _by_state(query.where(items.c.id > after_id), scored=False)
+    return query.order_by(items.c.id).limit(limit)
+
+
+def backlog_query() -> Select:
+    return _by_state(select(func.count()).select_from(items), scored=False)
+
+
 def insert_predictions(
     connection: Connection, item_ids: Sequence[int], probabilities: np.ndarray
 ) -> None:
-    """Store one predictions row per item, in one bulk statement.
+    """Store one predictions row per item and mark the items scored, in the caller's transaction.
 
     A row whose item already has a prediction is left alone: the claim makes that
     impossible in normal operation, and the unique item_id keeps it exactly once regardless.
@@ -132,6 +161,8 @@ def insert_predictions(
     else:
         statement = sqlite_insert(predictions).on_conflict_do_nothing(index_elements=["item_id"])
     connection.execute(statement, values)
+    # The same transaction: an item is scored exactly when its predictions row exists.
+    connection.execute(update(items).where(items.c.id.in_(item_ids)).values(scored=True))
 
 
 def count_items(engine: Engine) -> int:
@@ -145,8 +176,6 @@ def count_predictions(engine: Engine) -> int:
 
 
 def count_backlog(engine: Engine) -> int:
-    """Unscored items: every prediction belongs to exactly one item (unique foreign key)."""
+    """Unscored items, counted in the index (scored, id): costs the backlog, not the history."""
     with engine.connect() as connection:
-        total = connection.execute(select(func.count()).select_from(items)).scalar_one()
-        scored = connection.execute(select(func.count()).select_from(predictions)).scalar_one()
-    return total - scored
+        return connection.execute(backlog_query()).scalar_one()

@@ -18,7 +18,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from src.db.engine import create_tables
+from src.db.migrate import require_current_schema
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -81,6 +81,8 @@ def call_with_db_retry(
     return retrying(work)
 
 
-def create_tables_when_reachable(engine: Engine, **retry_options) -> None:
-    """Create the tables, waiting for the database to come up first if it is not yet."""
-    call_with_db_retry(lambda: create_tables(engine), what="creating tables", **retry_options)
+def require_current_schema_when_reachable(engine: Engine, **retry_options) -> str:
+    """Check the schema (src/db/migrate.py), waiting for the database to come up first."""
+    return call_with_db_retry(
+        lambda: require_current_schema(engine), what="checking the schema", **retry_options
+    )

@@ -1,20 +1,28 @@
 """The batch pattern's tables (SQLAlchemy Core): items to score, and one prediction per item.
 
-An item without a predictions row is unscored. `predictions.item_id` is unique, so even
-a bug or a race between two jobs can never store a second prediction for one item.
+`items.scored` is set in the transaction that stores the item's predictions row, so the
+job's claims and the API's listings read the index (scored, id) and touch only the items
+they return, however many are stored. `predictions.item_id` is unique, so even a bug or
+a race between two jobs can never store a second prediction for one item.
+
+This is the schema of the newest migration (src/db/migrations): a change here needs a
+new revision too (tests/db/test_migrations.py compares the two).
 """
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Double,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Table,
     func,
+    text,
 )
 
 # The four iris measurements, in the order of a request row.
@@ -35,6 +43,10 @@ items = Table(
     Column("id", Id, primary_key=True, autoincrement=True),
     *(Column(name, Double(), nullable=False) for name in FEATURE_COLUMNS),
     Column("created_at", DateTime(), nullable=False, server_default=func.now()),
+    # False until the job stores the item's prediction (in the same transaction).
+    Column("scored", Boolean(create_constraint=False), nullable=False, server_default=text("0")),
+    # Leads with `scored`: a claim or a page of one state is a range scan of that state.
+    Index("ix_items_scored_id", "scored", "id"),
     mysql_engine="InnoDB",
 )
 
@@ -42,7 +54,7 @@ predictions = Table(
     "predictions",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    # unique=True is also the index the job's anti-join and the API's lookups use.
+    # unique=True is also the index the API's lookups by item use.
     Column(
         "item_id",
         Id,

@@ -25,8 +25,8 @@ from src.db.engine import create_db_engine, write_transaction
 from src.db.retry import (
     DATABASE_DOWN_ERRORS,
     call_with_db_retry,
-    create_tables_when_reachable,
     is_lock_conflict,
+    require_current_schema_when_reachable,
 )
 from src.db.tables import PROBABILITY_COLUMNS
 from src.ml.predictor import ModelLoadError, Predictor
@@ -146,9 +146,9 @@ def run_pass(
         if pending and now - last_progress >= PROGRESS_LOG_SECONDS:
             last_progress = now
             logger.info(
-                "pass in progress: %d of about %d items scored (%.0f items/s)",
+                "pass in progress: %d items scored, about %d left (%.0f items/s)",
                 scored,
-                backlog,
+                max(backlog - scored, 0),
                 scored / (now - started),
             )
     if database_error is not None:
@@ -157,12 +157,16 @@ def run_pass(
     PASSES.inc()
     PASS_DURATION.observe(result.seconds)
     BACKLOG.set(queries.count_backlog(engine))
+    stopped = " (stopped early)" if stop_event.is_set() else ""
+    if result.scored == 0:
+        logger.info("pass done: nothing to score (%.2fs)%s", result.seconds, stopped)
+        return result
     logger.info(
         "pass done: %d items scored in %.2fs (%.0f items/s)%s",
         result.scored,
         result.seconds,
         result.items_per_second,
-        " (stopped early)" if stop_event.is_set() else "",
+        stopped,
     )
     return result
 
@@ -211,7 +215,8 @@ def run(settings: JobSettings, predictor: Predictor, once: bool, stop_event: thr
     }
     pool = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="scorer")
     try:
-        create_tables_when_reachable(engine, **retry_options)
+        # Waits for the database like a pass does; an old schema ends the job with one line.
+        or_exit("job", lambda: require_current_schema_when_reachable(engine, **retry_options))
         # A pass at start-up too, so a restarted job catches up before its first wait.
         while not stop_event.is_set():
             call_with_db_retry(

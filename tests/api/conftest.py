@@ -39,6 +39,8 @@ def api(request, tmp_path_factory) -> Iterator[RunningApi]:
         database = fresh_mysql_database()
     with database as url:
         starter = ProcessStarter(directory)
+        # The API no longer makes tables: the migration step runs first, as in a deployment.
+        ready_engine(url).dispose()
         try:
             process = starter.start_http("api", ["src.api"], {"DATABASE_URL": url})
             with httpx.Client(base_url=process.base_url, timeout=30) as client:

@@ -129,6 +129,18 @@ def test_offset_skips_items_after_the_cursor(api):
     assert page["next"] == item_ids[4]
 
 
+def test_offset_is_bounded_and_after_id_goes_further(api):
+    item_ids = _register(api, [ROW] * 3)
+    assert api.client.get("/data/all", params={"offset": 10_000}).status_code == 200
+    # A property-based fuzz once got a 500 from offset=6221887261967711731712.
+    for offset in (10_001, 6221887261967711731712):
+        response = api.client.get("/data/predicted", params={"offset": offset})
+        assert response.status_code == 422, offset
+        assert "offset" in response.json()["error"]
+    page = api.client.get("/data/unpredicted", params={"after_id": item_ids[1]}).json()
+    assert [item["id"] for item in page["items"]][:1] == [item_ids[2]]
+
+
 def test_health_and_metadata(api):
     assert api.client.get("/health").json() == {"health": "ok"}
     metadata = api.client.get("/metadata").json()

@@ -95,8 +95,15 @@ def test_our_containers_run_as_a_non_root_user(project, service):
     assert project.inspect(service)["Config"]["User"] == uid
 
 
+def test_the_one_shot_migration_ran_as_non_root_and_succeeded(project):
+    inspected = project.inspect("migrate")
+    assert inspected["State"]["Status"] == "exited"
+    assert inspected["State"]["ExitCode"] == 0, project.logs("migrate")[-3000:]
+    assert inspected["Config"]["User"] not in ("", "0", "root")
+
+
 def test_a_clean_start_logs_no_traceback_and_no_warning(project):
-    for service in BUILT_SERVICES:
+    for service in (*BUILT_SERVICES, "migrate"):
         log = project.logs(service)
         assert "Traceback" not in log, f"{service}:\n{log[-3000:]}"
         warnings = [line for line in log.splitlines() if WARNING_LINE.search(line)]

@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import select
 
 from src.db import queries
-from src.db.engine import create_db_engine, create_tables, write_transaction
-from src.db.tables import predictions
+from src.db.engine import is_mysql, write_transaction
+from src.db.tables import items, predictions
 from tests.batch_support import ready_engine
 
 ROW = [5.1, 3.5, 1.4, 0.2]
@@ -21,39 +21,6 @@ def _score(engine, after_id: int, limit: int, probability: float = 0.5) -> list[
         scores = np.full((len(rows), 3), probability, dtype=np.float32)
         queries.insert_predictions(connection, item_ids, scores)
     return item_ids
-
-
-def test_create_tables_twice_keeps_rows_and_ids_going(database_url):
-    engine = ready_engine(database_url)
-    first = queries.insert_items(engine, [ROW, ROW])
-    create_tables(engine)
-    # A process starting later must not reset the id counter.
-    second = queries.insert_items(engine, [ROW])
-    assert first == [1, 2]
-    assert second == [3]
-    assert queries.count_items(engine) == 3
-
-
-def test_concurrent_starters_create_the_tables_once(database_url):
-    # The API and the job start together: neither may crash on the other's CREATE TABLE.
-    engines = [create_db_engine(database_url) for _ in range(4)]
-    errors = []
-    barrier = threading.Barrier(len(engines))
-
-    def start(engine) -> None:
-        barrier.wait()
-        try:
-            create_tables(engine)
-        except Exception as error:  # collected: an exception in a thread would be lost
-            errors.append(error)
-
-    threads = [threading.Thread(target=start, args=(engine,)) for engine in engines]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    assert queries.insert_items(engines[0], [ROW]) == [1]
 
 
 def test_insert_items_returns_consecutive_ids_in_row_order(database_url):
@@ -134,3 +101,44 @@ def test_list_items_pages_by_cursor_and_offset(database_url):
     assert [row.id for row in unpredicted] == list(range(13, 31))
     assert all(row.probability_0 == pytest.approx(0.5) for row in predicted)
     assert all(row.scored_item_id is None for row in unpredicted)
+
+
+def test_an_item_is_marked_scored_with_its_prediction_and_only_then(database_url):
+    engine = ready_engine(database_url)
+    queries.insert_items(engine, [ROW] * 8)
+    _score(engine, after_id=2, limit=3)
+    with engine.connect() as connection:
+        flagged = connection.execute(select(items.c.id).where(items.c.scored)).scalars().all()
+        predicted = connection.execute(select(predictions.c.item_id)).scalars().all()
+    assert flagged == sorted(predicted) == [3, 4, 5]
+    assert queries.count_backlog(engine) == 5
+
+
+def _index_used_on_items(engine, statement) -> str:
+    """The index the database plans to read `items` through for `statement`."""
+    compiled = statement.compile(engine, compile_kwargs={"literal_binds": True})
+    with engine.connect() as connection:
+        if is_mysql(engine):
+            rows = connection.exec_driver_sql(f"EXPLAIN {compiled}").mappings().all()
+            return next(row["key"] for row in rows if row["table"] == "items")
+        rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}").all()
+    detail = next(row[-1] for row in rows if " items " in f" {row[-1]} ")
+    return detail.split(" INDEX ")[1].split()[0] if " INDEX " in detail else detail
+
+
+def test_claims_pages_and_the_backlog_count_read_the_scored_index(database_url):
+    # The statements the job and the API run, as each database plans them over a history.
+    engine = ready_engine(database_url)
+    queries.insert_items(engine, [ROW] * 3000)
+    _score(engine, after_id=0, limit=2500)
+    with engine.connect() as connection:
+        connection.exec_driver_sql("ANALYZE TABLE items" if is_mysql(engine) else "ANALYZE")
+    claim = queries.claim_query(after_id=0, limit=100)
+    statements = {
+        "claim": claim.with_for_update(skip_locked=True) if is_mysql(engine) else claim,
+        "predicted page": queries.page_query("predicted", 100, after_id=10),
+        "unpredicted page": queries.page_query("unpredicted", 100, offset=20),
+        "backlog": queries.backlog_query(),
+    }
+    for what, statement in statements.items():
+        assert _index_used_on_items(engine, statement) == queries.SCORED_INDEX, what

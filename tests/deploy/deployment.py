@@ -29,6 +29,7 @@ SETTINGS_CLASS_NAMES = {
     "service_virginica": "ServiceSettings",
     "api": "ApiSettings",
     "job": "JobSettings",
+    "migrate": "DatabaseSettings",
 }
 # Settings classes that also read every variable with this prefix (see ProxySettings).
 EXTRA_ENV_PREFIXES = {"ProxySettings": "SERVICE_"}

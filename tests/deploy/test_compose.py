@@ -29,6 +29,7 @@ from tests.deploy.healthcheck import assert_checks_health
 
 EXPECTED_SERVICES = {
     "mysql",
+    "migrate",
     "api",
     "job",
     "proxy",
@@ -44,6 +45,7 @@ EXPECTED_PORTS = {
     "service_virginica": 9103,
 }
 EXPECTED_HEALTHY_DEPENDENCIES = {
+    "migrate": {"mysql"},
     "api": {"mysql"},
     "job": {"mysql"},
     "proxy": {"service_setosa", "service_versicolor", "service_virginica"},
@@ -74,7 +76,11 @@ def test_compose_file_is_valid_against_the_compose_spec_schema():
     assert result.returncode == 0, f"docker-compose.yml is not valid Compose:\n{result.stdout}"
 
 
-def test_the_seven_services_of_the_suite():
+# Run to completion before the services that depend on them (service_completed_successfully).
+ONE_SHOT_SERVICES = {"migrate"}
+
+
+def test_the_eight_services_of_the_suite():
     default_services = {name for name, spec in services().items() if not spec.get("profiles")}
     assert default_services == EXPECTED_SERVICES
 
@@ -105,12 +111,36 @@ def test_volumes_are_declared_or_bind_mount_existing_files():
                 assert source in declared, f"{name} uses volume {source}, not in `volumes:`"
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED_SERVICES))
+@pytest.mark.parametrize("name", sorted(EXPECTED_SERVICES - ONE_SHOT_SERVICES))
 def test_every_service_restarts(name):
     restart = services()[name].get("restart")
     assert restart in ("always", "unless-stopped", "on-failure"), (
         f"{name}: set a restart policy (got {restart!r})"
     )
+
+
+def test_migrate_upgrades_the_schema_once_before_the_api_and_the_job_start():
+    migrate = services()["migrate"]
+    # Not restarted: a failed upgrade stays failed, for a human to read, and keeps the
+    # api and the job from starting on a schema they do not know.
+    assert migrate["restart"] == "no"
+    assert "ports" not in migrate and "healthcheck" not in migrate
+    assert python_module(migrate["command"]) == "src.db"
+    assert migrate["command"][3:] == ["upgrade"]
+    assert module_path("src.db")
+    # The api's image, so the schema it upgrades to is the one the api needs.
+    assert migrate["image"] == built_services()["api"]["image"]
+    for name in ("api", "job"):
+        depends_on = services()[name]["depends_on"]
+        assert depends_on["migrate"] == {"condition": "service_completed_successfully"}, name
+        # The same database settings as the processes that then use it.
+        database_keys = {key for key in migrate["environment"] if key.startswith("MYSQL_")}
+        assert database_keys and all(
+            services()[name]["environment"][key] == migrate["environment"][key]
+            for key in database_keys
+        ), name
+    settings = settings_class("migrate")
+    assert not unread_env_names(settings, set(migrate["environment"]))
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_PORTS))

@@ -223,6 +223,26 @@ def test_class_services_autoscale_on_cpu(name):
     )
 
 
+@pytest.mark.parametrize("name", ["api", "job"])
+def test_the_schema_is_upgraded_in_an_init_container_before_the_process(name):
+    workload = workload_of(name)
+    init_containers = pod_spec(workload).get("initContainers", [])
+    assert [container["name"] for container in init_containers] == ["migrate"]
+    (migrate,) = init_containers
+    main = main_container(workload)
+    compose_migrate = compose()["services"]["migrate"]
+    assert migrate["command"] == compose_migrate["command"]
+    # The pod's own image carries the migrations its process needs.
+    assert migrate["image"] == main["image"]
+    assert migrate.get("imagePullPolicy") == main.get("imagePullPolicy")
+    # The same database as the process, and only what DatabaseSettings reads.
+    assert migrate.get("envFrom") == main.get("envFrom")
+    password = next(item for item in migrate["env"] if item["name"] == "MYSQL_PASSWORD")
+    assert password["valueFrom"]["secretKeyRef"]["name"] == SECRET_NAME
+    assert not unread_env_names(settings_class("migrate"), set(container_env(migrate)))
+    assert {"requests", "limits"} <= set(migrate.get("resources", {}))
+
+
 def test_job_runs_once_per_schedule():
     cronjob = workload_of("job")
     assert cronjob["apiVersion"] == "batch/v1"

@@ -11,10 +11,16 @@ import yaml
 
 from scripts.run_suite import COMPOSE_FILE, interpolate, load_processes
 from tests.processes import REPO_ROOT, port_is_free
-from tests.stack.runner import PORT_VARIABLES, start_runner, stop_runner
+from tests.stack.runner import PORT_VARIABLES, READY_LINE, start_runner, stop_runner
 
 COMPOSE = yaml.safe_load(COMPOSE_FILE.read_text())
 BUILT_SERVICES = [name for name, service in COMPOSE["services"].items() if "build" in service]
+BUILT_IMAGES = {COMPOSE["services"][name]["image"] for name in BUILT_SERVICES}
+# Ours too: run from an image built here (the one-shot migrate runs the api's image).
+LOCAL_SERVICES = [
+    name for name, service in COMPOSE["services"].items() if service.get("image") in BUILT_IMAGES
+]
+LONG_RUNNING = [name for name in LOCAL_SERVICES if COMPOSE["services"][name].get("restart") != "no"]
 
 
 def test_interpolation_follows_compose_rules():
@@ -29,7 +35,8 @@ def test_interpolation_follows_compose_rules():
 
 def test_runner_starts_exactly_the_compose_services_with_their_commands():
     processes = {process.name: process for process in load_processes({})}
-    assert sorted(processes) == sorted(BUILT_SERVICES)
+    assert sorted(processes) == sorted(LOCAL_SERVICES)
+    assert set(BUILT_SERVICES) < set(LOCAL_SERVICES)
     # Images from elsewhere (mysql, the optional prometheus) are not processes of ours.
     assert "mysql" in set(COMPOSE["services"]) - set(processes)
     for name, process in processes.items():
@@ -37,6 +44,14 @@ def test_runner_starts_exactly_the_compose_services_with_their_commands():
         assert process.command == [
             sys.executable if part == "python" else part for part in compose_command
         ]
+
+
+def test_the_migration_is_a_one_shot_run_before_the_others():
+    processes = {process.name: process for process in load_processes({})}
+    assert {name for name, process in processes.items() if process.one_shot} == {"migrate"}
+    assert processes["migrate"].command[1:] == ["-m", "src.db", "upgrade"]
+    # The same database as the api and the job: the SQLite default when no MySQL is set.
+    assert "MYSQL_SERVER" not in processes["migrate"].env
 
 
 def test_runner_uses_the_published_ports_and_local_addresses():
@@ -84,8 +99,12 @@ def test_make_run_serves_the_readme_examples_and_stops_cleanly(tmp_path):
     marker = f"RUN_SUITE_TEST_{os.getpid()}_{time.monotonic_ns()}"
     stack = start_runner(tmp_path, {marker: "1"})
     try:
-        # The runner, and under it every compose service's process.
-        assert len(_processes_with_marker(marker)) > len(BUILT_SERVICES)
+        # The migration ran to its end first, on the runner's database.
+        log = stack.log()
+        assert "running migrate" in log
+        assert log.index("schema empty (no tables) -> 0002") < log.index(READY_LINE)
+        # The runner, and under it every long-running compose service's process.
+        assert len(_processes_with_marker(marker)) > len(LONG_RUNNING)
         ports = {"9100": stack.env["PROXY_PORT"], "8000": stack.env["API_PORT"]}
         examples = _readme_curl_examples()
         assert len(examples) >= 5

@@ -55,6 +55,16 @@ def test_once_scores_the_whole_backlog_in_chunks(database_url, processes):
     assert _scored_in_log(run_job_once(processes, job_env(database_url))) == 0
 
 
+def test_a_pass_with_nothing_to_score_logs_one_line(database_url, processes):
+    engine = ready_engine(database_url)
+    _seed(engine, 10)
+    run_job_once(processes, job_env(database_url))
+    log = run_job_once(processes, job_env(database_url))
+    pass_lines = [line for line in log.splitlines() if "pass " in line]
+    assert len(pass_lines) == 1, log
+    assert re.search(r"pass done: nothing to score \(\d+\.\d\ds\)$", pass_lines[0]), log
+
+
 def test_probabilities_are_stored_for_every_class(database_url, processes):
     engine = ready_engine(database_url)
     _seed(engine, 50)

@@ -1,0 +1,158 @@
+"""Versioned schema migrations (Alembic, src/db/migrations): upgrade, and the start-up check.
+
+`python -m src.db upgrade` brings a database to this release's schema; the API and the
+job only check it (`require_current_schema`) and refuse to start on any other. A database
+made by the release before migrations has the tables but no alembic_version: it is
+stamped at revision 0001 (its exact schema), then upgraded like any other.
+"""
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, inspect, text
+
+from src.db.engine import is_mysql, write_transaction
+from src.startup import StartupError
+
+logger = logging.getLogger(__name__)
+
+
+class _QuietContextLines(logging.Filter):
+    """Drops Alembic's two lines per inspection ("Context impl ...", "Will assume ...")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(("Context impl", "Will assume"))
+
+
+logging.getLogger("alembic.runtime.migration").addFilter(_QuietContextLines())
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# The schema the release before migrations created, and the revision that describes it.
+UNVERSIONED_TABLES = frozenset({"items", "predictions", "id_blocks"})
+UNVERSIONED_REVISION = "0001"
+UPGRADE_COMMAND = "python -m src.db upgrade"
+# Two upgraders at once (replicas' init containers) take turns on this server-wide lock.
+_MYSQL_LOCK = "ml_serving_schema_migration"
+MYSQL_LOCK_WAIT_SECONDS = 600
+
+
+class SchemaError(StartupError):
+    """The database's schema is not the one this release needs, or not one it knows."""
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The revision this release's code expects."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def describe_schema(connection: Connection) -> str:
+    """The database's revision, or what it holds instead of one."""
+    revision = MigrationContext.configure(connection).get_current_revision()
+    if revision is not None:
+        return revision
+    tables = set(inspect(connection).get_table_names())
+    if not tables & UNVERSIONED_TABLES:
+        return "empty (no tables)"
+    return "unversioned (tables of the release before migrations)"
+
+
+def _is_unversioned(connection: Connection) -> bool:
+    """Tables of the release before migrations and no alembic_version; raises if partial."""
+    if MigrationContext.configure(connection).get_current_revision() is not None:
+        return False
+    tables = set(inspect(connection).get_table_names())
+    if "alembic_version" in tables or not tables & UNVERSIONED_TABLES:
+        return False
+    if missing := UNVERSIONED_TABLES - tables:
+        raise SchemaError(
+            f"the database has {', '.join(sorted(tables & UNVERSIONED_TABLES))} but no "
+            f"{', '.join(sorted(missing))} and no alembic_version: not a schema of this "
+            "suite; restore it or use an empty database"
+        )
+    return True
+
+
+def require_current_schema(engine: Engine) -> str:
+    """This release's revision, or SchemaError with the one line that says what to run."""
+    scripts = ScriptDirectory.from_config(alembic_config())
+    head = scripts.get_current_head()
+    with engine.connect() as connection:
+        revision = MigrationContext.configure(connection).get_current_revision()
+        current = revision or describe_schema(connection)
+    if revision == head:
+        return head
+    known = {script.revision for script in scripts.walk_revisions()}
+    if revision is not None and revision not in known:
+        raise SchemaError(
+            f"database schema is at {revision}, which this release does not know (it needs "
+            f"{head}): run the release that upgraded it"
+        )
+    raise SchemaError(
+        f"database schema is at {current}, this release needs {head}: run {UPGRADE_COMMAND}"
+    )
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[Connection]:
+    """A connection that alone may migrate until the block ends.
+
+    MySQL: a named lock (GET_LOCK), held by the session across the migrations' own
+    transactions. SQLite: one BEGIN IMMEDIATE transaction around everything, since SQLite
+    runs DDL in transactions; a second upgrader waits for it, then finds nothing to do.
+    """
+    if not is_mysql(engine):
+        with write_transaction(engine) as connection:
+            yield connection
+        return
+    with engine.connect() as connection:
+        # DDL commits at once on MySQL anyway: every statement on its own, so a migration
+        # and its alembic_version row are stored as soon as each has run.
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        got = connection.execute(
+            text("SELECT GET_LOCK(:name, :wait)"),
+            {"name": _MYSQL_LOCK, "wait": MYSQL_LOCK_WAIT_SECONDS},
+        ).scalar()
+        if got != 1:
+            raise SchemaError(
+                f"another upgrade held the migration lock for {MYSQL_LOCK_WAIT_SECONDS}s"
+            )
+        try:
+            yield connection
+        finally:
+            connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": _MYSQL_LOCK})
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str, str]:
+    """Migrate to `revision` (stamping an unversioned database first); (before, after)."""
+    with _migration_lock(engine) as connection:
+        config = alembic_config(connection)
+        before = describe_schema(connection)
+        if _is_unversioned(connection):
+            logger.info("tables without alembic_version: stamping them at %s", UNVERSIONED_REVISION)
+            command.stamp(config, UNVERSIONED_REVISION)
+        command.upgrade(config, revision)
+        after = describe_schema(connection)
+    return before, after
+
+
+def downgrade(engine: Engine, revision: str) -> tuple[str, str]:
+    """Migrate back to `revision` (e.g. 0001, or "base": no tables); (before, after)."""
+    with _migration_lock(engine) as connection:
+        config = alembic_config(connection)
+        before = describe_schema(connection)
+        command.downgrade(config, revision)
+        after = describe_schema(connection)
+    return before, after

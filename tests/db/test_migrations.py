@@ -1,0 +1,245 @@
+"""Schema migrations: a database of the release before migrations is upgraded in place,
+keeping every row and id, then scored; the API and the job refuse any other schema."""
+
+import re
+import threading
+
+import numpy as np
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, inspect, select, text
+
+from src.db import queries
+from src.db.engine import create_db_engine, write_transaction
+from src.db.migrate import SchemaError, downgrade, head_revision, require_current_schema, upgrade
+from src.db.tables import items, metadata, predictions
+from tests.batch_support import job_env, run_job_once
+from tests.db import legacy_schema
+
+ROW = [5.1, 3.5, 1.4, 0.2]
+PASS_DONE = re.compile(r"pass done: (\d+) items scored")
+
+
+def _revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def _schema(engine: Engine) -> dict:
+    """What a schema is made of, as the database reports it (alembic_version left out)."""
+    inspector = inspect(engine)
+    described = {}
+    for table in sorted(set(inspector.get_table_names()) - {"alembic_version"}):
+        described[table] = {
+            "columns": [
+                (c["name"], str(c["type"]), c["nullable"], str(c.get("default")))
+                for c in inspector.get_columns(table)
+            ],
+            "primary_key": inspector.get_pk_constraint(table)["constrained_columns"],
+            "foreign_keys": [
+                (fk["constrained_columns"], fk["referred_table"], fk["options"])
+                for fk in inspector.get_foreign_keys(table)
+            ],
+            "unique": sorted(
+                tuple(u["column_names"]) for u in inspector.get_unique_constraints(table)
+            ),
+            "indexes": sorted(
+                (tuple(i["column_names"]), bool(i["unique"])) for i in inspector.get_indexes(table)
+            ),
+        }
+    return described
+
+
+def _legacy_database(url: str, count: int, scored: int) -> Engine:
+    """A database made and filled by the release before migrations: `scored` of `count`
+    items have predictions, stored as that release's job stored them (no flag)."""
+    engine = create_db_engine(url)
+    legacy_schema.create_tables(engine)
+    rows = np.random.default_rng(7).uniform(0.1, 8, size=(count, 4)).round(3).tolist()
+    with write_transaction(engine) as connection:
+        connection.execute(
+            legacy_schema.items.insert(),
+            [
+                dict(zip(legacy_schema.FEATURE_COLUMNS, row, strict=True), id=index + 1)
+                for index, row in enumerate(rows)
+            ],
+        )
+        connection.execute(legacy_schema.id_blocks.update().values(next_id=count + 1))
+        connection.execute(
+            legacy_schema.predictions.insert(),
+            [
+                {
+                    "item_id": item_id,
+                    "probability_0": 0.1,
+                    "probability_1": 0.2,
+                    "probability_2": 0.7,
+                }
+                for item_id in range(1, scored + 1)
+            ],
+        )
+    return engine
+
+
+def _rows(engine: Engine, table) -> list[tuple]:
+    columns = [column for column in table.c if column.name != "scored"]
+    with engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(select(*columns).order_by(columns[0]))]
+
+
+def test_revision_0001_is_the_schema_of_the_release_before_migrations(database_url):
+    engine = create_db_engine(database_url)
+    legacy_schema.create_tables(engine)
+    before_migrations = _schema(engine)
+    legacy_schema.metadata.drop_all(engine)
+
+    upgrade(engine, "0001")
+    assert _revision(engine) == "0001"
+    assert _schema(engine) == before_migrations
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT name, next_id FROM id_blocks")).all() == [
+            ("items", 1)
+        ]
+
+
+def test_the_newest_revision_is_the_schema_of_tables_py(database_url):
+    engine = create_db_engine(database_url)
+    upgrade(engine)
+    assert _revision(engine) == head_revision()
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), metadata)
+    assert differences == []
+
+
+def test_a_database_of_the_release_before_migrations_is_upgraded_then_scored(
+    database_url, processes
+):
+    engine = _legacy_database(database_url, count=3000, scored=1200)
+    items_before = _rows(engine, legacy_schema.items)
+    predictions_before = _rows(engine, legacy_schema.predictions)
+
+    upgrade_run = processes.start("upgrade", ["src.db", "upgrade"], {"DATABASE_URL": database_url})
+    assert upgrade_run.popen.wait(120) == 0, upgrade_run.log()
+    assert "stamping them at 0001" in upgrade_run.log()
+    assert _revision(engine) == head_revision()
+    # Every row, id and value kept; exactly the items with a prediction are marked scored.
+    assert _rows(engine, items) == items_before
+    assert _rows(engine, predictions) == predictions_before
+    with engine.connect() as connection:
+        flagged = connection.execute(select(items.c.id).where(items.c.scored)).scalars().all()
+    assert flagged == list(range(1, 1201))
+    assert queries.count_backlog(engine) == 1800
+
+    log = run_job_once(processes, job_env(database_url, CHUNK_SIZE=500))
+    assert sum(int(n) for n in PASS_DONE.findall(log)) == 1800
+    assert queries.count_backlog(engine) == 0
+    assert queries.count_predictions(engine) == 3000
+    # The old predictions are untouched, and new items continue the ids.
+    assert _rows(engine, predictions)[:1200] == predictions_before
+    assert queries.insert_items(engine, [ROW]) == [3001]
+
+
+def test_upgrade_twice_keeps_rows_and_ids_going(database_url):
+    engine = create_db_engine(database_url)
+    upgrade(engine)
+    first = queries.insert_items(engine, [ROW, ROW])
+    assert upgrade(engine) == (head_revision(), head_revision())
+    assert queries.insert_items(engine, [ROW]) == [3]
+    assert first == [1, 2]
+
+
+def test_concurrent_upgrades_migrate_once(database_url):
+    # Replicas' init containers, or compose and a hand-run upgrade, may start together.
+    engines = [create_db_engine(database_url) for _ in range(4)]
+    errors = []
+    barrier = threading.Barrier(len(engines))
+
+    def run(engine) -> None:
+        barrier.wait()
+        try:
+            upgrade(engine)
+        except Exception as error:  # collected: an exception in a thread would be lost
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(engine,)) for engine in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert _revision(engines[0]) == head_revision()
+    assert queries.insert_items(engines[0], [ROW]) == [1]
+
+
+def test_downgrade_to_0001_and_back_keeps_every_row(database_url):
+    engine = create_db_engine(database_url)
+    upgrade(engine)
+    queries.insert_items(engine, [ROW] * 5)
+    with write_transaction(engine) as connection:
+        queries.insert_predictions(connection, [2, 4], np.full((2, 3), 1 / 3))
+    items_before = _rows(engine, items)
+
+    downgrade(engine, "0001")
+    assert "scored" not in {column["name"] for column in inspect(engine).get_columns("items")}
+    assert queries.count_predictions(engine) == 2
+    upgrade(engine)
+    assert _rows(engine, items) == items_before
+    with engine.connect() as connection:
+        flagged = connection.execute(select(items.c.id).where(items.c.scored)).scalars().all()
+    assert flagged == [2, 4]
+
+
+def test_part_of_the_old_tables_is_refused_not_stamped(database_url):
+    engine = create_db_engine(database_url)
+    legacy_schema.items.create(engine)
+    with pytest.raises(SchemaError, match="has items but no id_blocks, predictions"):
+        upgrade(engine)
+    assert "alembic_version" not in inspect(engine).get_table_names()
+
+
+def test_the_check_names_the_schema_found_and_the_one_needed(database_url):
+    engine = create_db_engine(database_url)
+    with pytest.raises(SchemaError, match=r"at empty \(no tables\), this release needs 0002"):
+        require_current_schema(engine)
+    legacy_schema.create_tables(engine)
+    with pytest.raises(SchemaError, match=r"at unversioned \(tables of the release before"):
+        require_current_schema(engine)
+    upgrade(engine)
+    assert require_current_schema(engine) == head_revision()
+    with write_transaction(engine) as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(SchemaError, match="at 9999, which this release does not know"):
+        require_current_schema(engine)
+
+
+@pytest.mark.parametrize("revision", [None, "0001"])
+def test_api_and_job_refuse_an_out_of_date_schema_with_one_line(database_url, processes, revision):
+    engine = create_db_engine(database_url)
+    if revision:
+        upgrade(engine, revision)
+    found = revision or "empty (no tables)"
+    for name, module_args, env in (
+        ("api", ["src.api"], {"DATABASE_URL": database_url}),
+        ("job", ["src.task.job", "--once"], job_env(database_url)),
+    ):
+        process = processes.start(name, module_args, env)
+        assert process.popen.wait(60) == 2, process.log()
+        expected = (
+            f"{name}: cannot start: database schema is at {found}, this release needs "
+            f"{head_revision()}: run python -m src.db upgrade"
+        )
+        assert expected in process.log().splitlines()
+        assert "Traceback" not in process.log()
+    # Refusing changed nothing: still the schema it found.
+    assert _revision(engine) == revision
+
+
+def test_current_says_where_the_database_is(database_url, processes):
+    env = {"DATABASE_URL": database_url}
+    before = processes.start("current-before", ["src.db", "current"], env)
+    assert before.popen.wait(60) == 0
+    assert f"empty (no tables); this release needs {head_revision()}" in before.log()
+    upgrade(create_db_engine(database_url))
+    after = processes.start("current-after", ["src.db", "current"], env)
+    assert after.popen.wait(60) == 0
+    assert f": {head_revision()}; this release needs {head_revision()}" in after.log()
