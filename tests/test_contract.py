@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.batch_support import sqlite_url
+from tests.batch_support import ready_engine, sqlite_url
 from tests.processes import ProcessStarter
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
@@ -22,8 +22,10 @@ ST = Path(sys.executable).with_name("st")
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
     directory = tmp_path_factory.mktemp("contract-api")
+    url = sqlite_url(directory)
+    ready_engine(url).dispose()  # the schema, as `python -m src.db upgrade` makes it
     starter = ProcessStarter(directory)
-    yield starter.start_http("api", ["src.api"], {"DATABASE_URL": sqlite_url(directory)})
+    yield starter.start_http("api", ["src.api"], {"DATABASE_URL": url})
     starter.stop_all()
 
 
