@@ -5,7 +5,7 @@ import logging
 from collections.abc import Callable
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute, iter_route_contexts
@@ -157,4 +157,24 @@ def serve(app_path: str, settings: CommonSettings, port: int) -> None:
         access_log=False,  # RequestContextMiddleware logs one line per request
         timeout_keep_alive=settings.keep_alive_timeout,
         timeout_graceful_shutdown=10,
+    )
+
+
+UNKNOWN_MODEL = error_responses(404, descriptions={404: "no model of that name here"})
+BAD_TENSOR = error_responses(
+    400, descriptions={400: "not an inference request this model takes; `error` says why"}
+)
+
+
+def oip_router() -> APIRouter:
+    """The /v2 router of a class service or the proxy: OipRoute's 400s for every bad request.
+
+    strict_content_type=False: a client that sends no Content-Type (the protocol names none)
+    still has its body read as JSON.
+    """
+    return APIRouter(
+        prefix="/v2",
+        route_class=OipRoute,
+        strict_content_type=False,
+        tags=["Open Inference Protocol v2"],
     )

@@ -6,7 +6,7 @@ aggregation as POST /predict/label) and the answer is, per row, `label` (BYTES) 
 v2 routes.
 """
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from src.oip import (
@@ -31,7 +31,7 @@ from src.proxy.backends import BackendResult, Backends
 from src.proxy.dependencies import BackendsDep, SettingsDep
 from src.proxy.ensemble import best_labels
 from src.schemas import BinaryPrediction
-from src.web import OipRoute, error_responses
+from src.web import BAD_TENSOR, UNKNOWN_MODEL, error_responses, oip_router
 
 ENSEMBLE = "iris"
 SERVER_NAME = "iris-proxy"
@@ -39,22 +39,10 @@ ENSEMBLE_OUTPUTS = [
     TensorMetadata(name="label", datatype=BYTES, shape=[-1]),
     TensorMetadata(name="proba", datatype=FP32, shape=[-1]),
 ]
-UNKNOWN_MODEL = error_responses(404, descriptions={404: "no model of that name here"})
 UNAVAILABLE = error_responses(
     503, descriptions={503: "the service(s) this model needs failed; `services` says why"}
 )
-BAD_TENSOR = error_responses(
-    400, descriptions={400: "not an inference request this model takes; `error` says why"}
-)
-
-# strict_content_type=False: a client that sends no Content-Type (the protocol names none)
-# still has its body read as JSON.
-router = APIRouter(
-    prefix="/v2",
-    route_class=OipRoute,
-    strict_content_type=False,
-    tags=["Open Inference Protocol v2"],
-)
+router = oip_router()
 
 
 async def _known_model(model_name: str, backends: BackendsDep) -> None:

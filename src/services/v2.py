@@ -4,7 +4,7 @@ The model takes `input` FP32 [-1, 4] and answers `probabilities` FP32 [-1, 2] =
 [P(class), P(not class)] per row, the same numbers as POST /predict.
 """
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request
 
 from src.oip import (
     CLASS_OUTPUT_METADATA,
@@ -22,23 +22,11 @@ from src.oip import (
     selected_outputs,
 )
 from src.services.dependencies import PredictorDep, SettingsDep
-from src.web import OipRoute, error_responses
+from src.web import BAD_TENSOR, UNKNOWN_MODEL, oip_router
 
 OUTPUT_NAME = CLASS_OUTPUT_METADATA.name
 SERVER_NAME = "iris-class-service"
-UNKNOWN_MODEL = error_responses(404, descriptions={404: "no model of that name here"})
-BAD_TENSOR = error_responses(
-    400, descriptions={400: "not an inference request this model takes; `error` says why"}
-)
-
-# strict_content_type=False: a client that sends no Content-Type (the protocol names none)
-# still has its body read as JSON.
-router = APIRouter(
-    prefix="/v2",
-    route_class=OipRoute,
-    strict_content_type=False,
-    tags=["Open Inference Protocol v2"],
-)
+router = oip_router()
 
 
 async def _known_model(model_name: str, settings: SettingsDep) -> None:
