@@ -32,12 +32,10 @@ LARGE_ROWS = 10_000
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-@dataclass
-class Result:
-    target: str
-    concurrency: int
+class LatencyFigures:
+    """Requests/s and latency percentiles of anything with `requests`, `seconds`, `latencies`."""
+
     requests: int
-    errors: int
     seconds: float
     latencies: list[float]
 
@@ -48,6 +46,16 @@ class Result:
     def percentile(self, fraction: float) -> float:
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
+
+
+@dataclass
+class Result(LatencyFigures):
+    target: str
+    concurrency: int
+    requests: int
+    errors: int
+    seconds: float
+    latencies: list[float]
 
     def row(self) -> str:
         return (
@@ -330,7 +338,7 @@ def main() -> int:
 
 
 @dataclass
-class Window:
+class Window(LatencyFigures):
     """A time-bounded load window: latencies, statuses and how often the hung service was named."""
 
     name: str
@@ -343,14 +351,6 @@ class Window:
     @property
     def requests(self) -> int:
         return len(self.latencies)
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.seconds
-
-    def percentile(self, fraction: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
 
     def row(self) -> str:
         return (

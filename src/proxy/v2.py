@@ -8,6 +8,7 @@ v2 routes.
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from src.oip import (
     BYTES,
@@ -67,6 +68,22 @@ def _unavailable(error: str, results: dict[str, BackendResult]) -> JSONResponse:
     )
 
 
+async def _routed(
+    backends: Backends,
+    model_name: str,
+    method: str,
+    suffix: str,
+    expect: type[BaseModel],
+    payload: dict | None = None,
+) -> JSONResponse:
+    """A class model's own answer from its service, as KServe's Ensemble node routes it."""
+    path = f"/v2/models/{model_name}{suffix}"
+    result = await backends.call_one(model_name, method, path, payload, expect=expect)
+    if not result.ok:
+        return _unavailable(f"service {model_name} failed", {model_name: result})
+    return JSONResponse(result.body)
+
+
 async def _ensemble_readiness(backends: Backends) -> JSONResponse | None:
     """None when the ensemble can answer (any class service ready), else the 503."""
     results = await backends.call_all("GET", "/v2/health/ready", expect=ServerReady)
@@ -105,11 +122,7 @@ async def model_metadata(model_name: str, backends: BackendsDep):
         return ModelMetadata(
             name=ENSEMBLE, platform="ensemble", inputs=[INPUT_METADATA], outputs=ENSEMBLE_OUTPUTS
         )
-    path = f"/v2/models/{model_name}"
-    result = await backends.call_one(model_name, "GET", path, expect=ModelMetadata)
-    if not result.ok:
-        return _unavailable(f"service {model_name} failed", {model_name: result})
-    return result.body
+    return await _routed(backends, model_name, "GET", "", ModelMetadata)
 
 
 @router.get(
@@ -121,11 +134,7 @@ async def model_metadata(model_name: str, backends: BackendsDep):
 async def model_ready(model_name: str, backends: BackendsDep):
     if model_name == ENSEMBLE:
         return await _ensemble_readiness(backends) or ModelReady(name=ENSEMBLE, ready=True)
-    path = f"/v2/models/{model_name}/ready"
-    result = await backends.call_one(model_name, "GET", path, expect=ModelReady)
-    if not result.ok:
-        return _unavailable(f"service {model_name} failed", {model_name: result})
-    return result.body
+    return await _routed(backends, model_name, "GET", "/ready", ModelReady)
 
 
 @router.post(
@@ -146,14 +155,8 @@ async def infer(
     except TensorError as error:
         raise HTTPException(status_code=400, detail=str(error)) from None
     if model_name != ENSEMBLE:
-        path = f"/v2/models/{model_name}/infer"
         payload = body.model_dump(exclude_none=True)
-        result = await backends.call_one(
-            model_name, "POST", path, payload, expect=InferenceResponse
-        )
-        if not result.ok:
-            return _unavailable(f"service {model_name} failed", {model_name: result})
-        return JSONResponse(result.body)
+        return await _routed(backends, model_name, "POST", "/infer", InferenceResponse, payload)
     results = await backends.call_all("POST", "/predict", {"data": rows}, expect=BinaryPrediction)
     labels = best_labels(results, len(rows))
     if labels is None:

@@ -28,7 +28,7 @@ def _require_docker() -> None:
         return
     if os.environ.get("REQUIRE_DOCKER") == "1":
         pytest.fail(f"REQUIRE_DOCKER=1 but {problem}")
-    pytest.skip(f"compose tier skipped: {problem} (start dockerd, or set REQUIRE_DOCKER=1)")
+    pytest.skip(reason=f"no Docker engine for the compose tier: {problem} (start dockerd)")
 
 
 def _ensure_base_images() -> None:
