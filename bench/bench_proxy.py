@@ -4,8 +4,10 @@ Starts three class services, the proxy and the naive proxy (a new httpx client p
 request, as the tutorial did) on free ports, then sends a fixed number of requests at
 concurrency 1 and 32 to each and prints p50/p99 latency, requests/s and errors; then the
 CPU each request costs (utime + stime from /proc of every process involved, at
-concurrency 8) and the latency of one 10,000-row request, proxied and direct.
-Run: `make bench-proxy` (or `python bench/bench_proxy.py --requests 2000`).
+concurrency 8), the proxy's floors (its CPU per GET /health and per GET /health/all) and
+the latency of one 10,000-row request, proxied and direct.
+Run: `make bench-proxy` (or `python bench/bench_proxy.py --requests 2000`);
+`--scenario client` compares the fan-out's HTTP clients, `--scenario hung` a hung service.
 """
 
 import argparse
@@ -17,13 +19,19 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import httpx
+import orjson
+import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # The test harness already starts suite processes on free ports and stops them.
+from src.proxy.backends import create_session  # noqa: E402
 from tests.processes import ProcessStarter, free_port, wait_until_healthy  # noqa: E402
 
 CLASSES = ("setosa", "versicolor", "virginica")
@@ -66,15 +74,21 @@ class Result(LatencyFigures):
 
 
 async def _timed_requests(
-    session: aiohttp.ClientSession, url: str, concurrency: int, requests: int, result: Result
+    session: aiohttp.ClientSession,
+    url: str,
+    concurrency: int,
+    requests: int,
+    result: Result,
+    method: str = "POST",
 ) -> None:
     remaining = iter(range(requests))
+    body = BODY if method == "POST" else None
 
     async def worker() -> None:
         for _ in remaining:
             started = time.perf_counter()
             try:
-                async with session.post(url, json=BODY) as response:
+                async with session.request(method, url, json=body) as response:
                     await response.read()
                     if response.status != 200:
                         result.errors += 1
@@ -140,7 +154,12 @@ class CpuCost:
 
 
 async def cpu_per_request(
-    target: str, url: str, pids: dict[str, int], concurrency: int, requests: int
+    target: str,
+    url: str,
+    pids: dict[str, int],
+    concurrency: int,
+    requests: int,
+    method: str = "POST",
 ) -> CpuCost:
     """CPU of every process in `pids` over `requests` requests at `concurrency`.
 
@@ -149,9 +168,10 @@ async def cpu_per_request(
     """
     result = Result(target, concurrency, requests, 0, 0.0, [])
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
-        await _timed_requests(session, url, concurrency, 50, Result(target, 0, 0, 0, 0.0, []))
+        warm_up = Result(target, 0, 0, 0, 0.0, [])
+        await _timed_requests(session, url, concurrency, 50, warm_up, method)
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        await _timed_requests(session, url, concurrency, requests, result)
+        await _timed_requests(session, url, concurrency, requests, result, method)
         after = {name: cpu_seconds(pid) for name, pid in pids.items()}
     spent = {name: after[name] - before[name] for name in pids}
     return CpuCost(target, requests, result.errors, spent)
@@ -180,9 +200,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--scenario",
-        choices=["compare", "hung"],
+        choices=["compare", "client", "hung"],
         default="compare",
-        help="compare: proxy vs direct vs naive (above); hung: one service SIGSTOPped (below)",
+        help="compare: proxy vs direct vs naive (above); client: the fan-out's HTTP clients "
+        "compared; hung: one service SIGSTOPped (below)",
     )
     parser.add_argument("--requests", type=int, default=2000, help="requests per measurement")
     parser.add_argument(
@@ -201,6 +222,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.scenario == "hung":
         return hung_scenario(args.seconds, args.hung_rounds)
+    if args.scenario == "client":
+        return client_scenario(args.cpu_requests, args.rounds)
 
     starter = ProcessStarter(Path(tempfile.mkdtemp(prefix="bench-proxy-")))
     try:
@@ -248,6 +271,16 @@ def main() -> int:
                 ),
             )
         ]
+        # The proxy's floors: what its framework costs with no backend call, and with the
+        # three backend calls of a fan-out but no body, no validation and no aggregation.
+        floors = {
+            path: asyncio.run(
+                cpu_per_request(
+                    path, proxy.base_url + path, {"proxy": proxy.popen.pid}, 8, 2000, "GET"
+                )
+            )
+            for path in ("/health", "/health/all")
+        }
         large, large_errors = asyncio.run(
             large_request_seconds(
                 {
@@ -299,6 +332,12 @@ def main() -> int:
     )
     print(f"direct /predict to setosa: {direct.per_request_us():.0f} us")
     print(
+        f"the proxy's floors, its own CPU per request: GET /health "
+        f"{floors['/health'].per_request_us():.0f} us (uvicorn, FastAPI and middleware only), "
+        f"GET /health/all {floors['/health/all'].per_request_us():.0f} us (the same and three "
+        f"backend GETs); POST /predict/label {proxied.per_request_us('proxy'):.0f} us"
+    )
+    print(
         f"\nOne {LARGE_ROWS:,}-row request, median of {args.large_repeats}, alternating: "
         f"proxy /predict/label {large['proxy'] * 1000:.1f} ms, "
         f"direct /predict {large['direct setosa'] * 1000:.1f} ms"
@@ -312,6 +351,7 @@ def main() -> int:
         sum(result.errors for result in results.values())
         + proxied.errors
         + direct.errors
+        + sum(floor.errors for floor in floors.values())
         + large_errors
     )
     checks = [
@@ -335,6 +375,72 @@ def main() -> int:
     for text, met in checks:
         print(f"{'MET ' if met else 'MISSED'} {text}")
     return 0 if all(met for _, met in checks) else 1
+
+
+def _http_clients() -> dict[str, Callable[[], Any]]:
+    """The candidate clients for the fan-out, each a factory of an `async with` client."""
+    clients: dict[str, Callable[[], Any]] = {
+        "aiohttp session (shipped)": lambda: create_session(8, 15),
+        "httpx, own transport": lambda: httpx.AsyncClient(timeout=None),
+    }
+    try:
+        from httpx_aiohttp import AiohttpTransport
+    except ImportError:  # requirements-dev.txt has it; report rather than fail without it
+        print("httpx over aiohttp: not measured, httpx-aiohttp is not installed")
+    else:
+        clients["httpx over aiohttp (before)"] = lambda: httpx.AsyncClient(
+            transport=AiohttpTransport(), timeout=None
+        )
+    return clients
+
+
+async def _client_calls(client: Any, url: str, calls: int) -> None:
+    content = orjson.dumps(BODY)
+    headers = {"Content-Type": "application/json", "X-Request-ID": "bench"}
+    for _ in range(calls):
+        if isinstance(client, aiohttp.ClientSession):
+            async with client.post(url, data=content, headers=headers) as response:
+                await response.read()
+        else:
+            (await client.post(url, content=content, headers=headers)).read()
+
+
+def client_scenario(calls: int, rounds: int) -> int:
+    """CPU per call of each candidate client: one class service, sequential calls, uvloop.
+
+    The fan-out's client is measured in this process alone (time.process_time), so the
+    service's CPU is not in the figure; the clients alternate in `rounds` slices.
+    """
+    clients = _http_clients()
+    spent = dict.fromkeys(clients, 0.0)
+    starter = ProcessStarter(Path(tempfile.mkdtemp(prefix="bench-client-")))
+    try:
+        service = starter.start(
+            "setosa", ["src.services"], {"MODE": "setosa", "LOG_LEVEL": "WARNING"}, free_port()
+        )
+        wait_until_healthy(service)
+        url = service.base_url + "/predict"
+
+        async def measure(factory: Callable[[], Any], count: int) -> float:
+            async with factory() as client:
+                await _client_calls(client, url, 50)
+                started = time.process_time()
+                await _client_calls(client, url, count)
+                return time.process_time() - started
+
+        for _ in range(rounds):
+            for name, factory in clients.items():
+                spent[name] += uvloop.run(measure(factory, calls // rounds))
+    finally:
+        starter.stop_all()
+    print(
+        f"\nCPU per backend call of the fan-out's client, {calls // rounds * rounds} sequential "
+        f"1-row POST /predict to one class service per client, in {rounds} alternating "
+        f"slices, uvloop (as uvicorn runs the proxy), on {platform.node()}:"
+    )
+    for name, seconds in spent.items():
+        print(f"{name:<30} {seconds / (calls // rounds * rounds) * 1e6:6.0f} us")
+    return 0
 
 
 @dataclass

@@ -73,8 +73,6 @@ def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
-    # httpx logs every backend call at INFO; the proxy logs failures itself.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     # RequestContextMiddleware logs each request once, with its id; uvicorn's line would repeat it.
     logging.getLogger("uvicorn.access").handlers[:] = []
     logging.getLogger("uvicorn.access").propagate = False

@@ -5,6 +5,7 @@ import signal
 
 import httpx
 
+from tests.batch_support import wait_for_log
 from tests.metrics import metric_value
 from tests.processes import CLASSES
 
@@ -61,8 +62,9 @@ def test_the_proxy_makes_a_request_id_when_the_caller_sends_none(suite):
     response = httpx.post(suite.proxy.base_url + "/predict", json=ROW)
     request_id = response.headers["X-Request-ID"]
     assert len(request_id) == 32
+    # Each process logs its access line once the response is sent: it may trail the answer.
     for service in suite.services.values():
-        assert f"[{request_id}] POST /predict 200" in service.log()
+        wait_for_log(service, f"[{request_id}] POST /predict 200", timeout=10)
 
 
 def test_a_service_returns_the_callers_request_id(suite):
@@ -87,6 +89,7 @@ def test_json_logs_carry_one_line_per_request(processes):
         "json-logs", ["src.services"], {"MODE": "setosa", "LOG_FORMAT": "json"}
     )
     httpx.post(service.base_url + "/predict", json=ROW, headers={"X-Request-ID": "json-42"})
+    wait_for_log(service, "json-42", timeout=10)
     entries = [json.loads(line) for line in service.log().splitlines() if line.startswith("{")]
     assert entries, service.log()
     (access,) = [entry for entry in entries if entry["request_id"] == "json-42"]

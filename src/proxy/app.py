@@ -6,20 +6,22 @@ Start with `python -m src.proxy`; backends come from `SERVICE_<NAME>` variables.
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from src.observability import configure_logging
 from src.proxy import v2
-from src.proxy.backends import BackendResult, Backends, create_client
+from src.proxy.backends import BackendResult, Backends, create_session
 from src.proxy.dependencies import BackendsDep
 from src.proxy.ensemble import best_labels
 from src.schemas import (
     SAMPLE_ROW,
-    BinaryPrediction,
     HealthResponse,
     LabelPrediction,
-    ValidRequest,
+    ValidRowsBody,
+    class_probabilities,
+    rows_body_openapi,
 )
 from src.settings import ProxySettings
 from src.web import BODY_ERRORS, create_app, error_responses
@@ -30,10 +32,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = ProxySettings()
     configure_logging(settings.log_level, settings.log_format)
     app.state.settings = settings
-    async with create_client(settings.backend_connections, settings.backend_keepalive) as client:
+    async with create_session(settings.backend_connections, settings.backend_keepalive) as session:
         app.state.backends = Backends(
             settings.services,
-            client,
+            session,
             settings.backend_timeout,
             timeouts=settings.backend_timeouts,
             failure_threshold=settings.breaker_failure_threshold,
@@ -50,6 +52,12 @@ app = create_app(
 )
 app.include_router(v2.router)
 ALL_FAILED = error_responses(503, descriptions={503: "every service failed"})
+SAMPLE_BODY = orjson.dumps({"data": [SAMPLE_ROW]})
+
+
+def _json(content) -> Response:
+    # orjson: about ten times faster than the json module on a 10,000-row answer.
+    return Response(orjson.dumps(content), media_type="application/json")
 
 
 def _all_failed(results: dict[str, BackendResult]) -> JSONResponse:
@@ -84,15 +92,18 @@ def _required_failed(
     )
 
 
-def _keyed(results: dict[str, BackendResult]) -> dict:
-    return {
-        name: result.body if result.ok else result.as_error_entry()
-        for name, result in results.items()
-    }
+def _keyed(results: dict[str, BackendResult]) -> Response:
+    # Each service's checked answer goes out as the bytes it sent, not decoded and re-encoded.
+    return _json(
+        {
+            name: orjson.Fragment(result.raw) if result.ok else result.as_error_entry()
+            for name, result in results.items()
+        }
+    )
 
 
-async def _fan_out(backends: Backends, method: str, path: str, payload: dict | None = None):
-    results = await backends.call_all(method, path, payload, expect=BinaryPrediction)
+async def _fan_out(backends: Backends, method: str, path: str, content: bytes | None = None):
+    results = await backends.call_all(method, path, content, expect=class_probabilities)
     if not any(result.ok for result in results.values()):
         return _all_failed(results)
     answered = {name for name, result in results.items() if result.ok}
@@ -140,17 +151,22 @@ async def metadata(request: Request, backends: BackendsDep) -> dict:
     }
 
 
-@app.post("/predict", responses={**BODY_ERRORS, **ALL_FAILED})
-async def predict(body: ValidRequest, backends: BackendsDep):
-    return await _fan_out(backends, "POST", "/predict", {"data": body.data})
+# The two routes that take rows read the body themselves (ValidRowsBody): a valid body is
+# checked without a Python object per number and forwarded as it came.
+@app.post("/predict", responses={**BODY_ERRORS, **ALL_FAILED}, openapi_extra=rows_body_openapi())
+async def predict(body: ValidRowsBody, backends: BackendsDep):
+    return await _fan_out(backends, "POST", "/predict", body.raw)
 
 
-@app.post("/predict/label", response_model=LabelPrediction, responses={**BODY_ERRORS, **ALL_FAILED})
-async def predict_label(body: ValidRequest, backends: BackendsDep):
-    results = await backends.call_all(
-        "POST", "/predict", {"data": body.data}, expect=BinaryPrediction
-    )
-    labels = best_labels(results, len(body.data))
+@app.post(
+    "/predict/label",
+    response_model=LabelPrediction,
+    responses={**BODY_ERRORS, **ALL_FAILED},
+    openapi_extra=rows_body_openapi(),
+)
+async def predict_label(body: ValidRowsBody, backends: BackendsDep):
+    results = await backends.call_all("POST", "/predict", body.raw, expect=class_probabilities)
+    labels = best_labels(results, body.rows)
     if labels is None:
         return _all_failed(results)
     answered = set(results) - set(labels.unavailable)
@@ -162,7 +178,7 @@ async def predict_label(body: ValidRequest, backends: BackendsDep):
     ]
     # Already the LabelPrediction shape (the declared response_model documents it):
     # answering it directly spares re-validating up to MAX_ROWS entries per request.
-    return JSONResponse(
+    return _json(
         {
             "prediction": labelled[0],
             "predictions": labelled,
@@ -178,4 +194,4 @@ async def predict_get_test(backends: BackendsDep):
 
 @app.post("/predict/post/test", responses=ALL_FAILED)
 async def predict_post_test(backends: BackendsDep):
-    return await _fan_out(backends, "POST", "/predict", {"data": [SAMPLE_ROW]})
+    return await _fan_out(backends, "POST", "/predict", SAMPLE_BODY)

@@ -6,8 +6,9 @@ aggregation as POST /predict/label) and the answer is, per row, `label` (BYTES) 
 v2 routes.
 """
 
+import orjson
 from fastapi import Depends, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from src.oip import (
@@ -31,7 +32,7 @@ from src.oip import (
 from src.proxy.backends import BackendResult, Backends
 from src.proxy.dependencies import BackendsDep, SettingsDep
 from src.proxy.ensemble import best_labels
-from src.schemas import BinaryPrediction
+from src.schemas import class_probabilities
 from src.web import BAD_TENSOR, UNKNOWN_MODEL, error_responses, oip_router
 
 ENSEMBLE = "iris"
@@ -75,19 +76,25 @@ async def _routed(
     suffix: str,
     expect: type[BaseModel],
     payload: dict | None = None,
-) -> JSONResponse:
-    """A class model's own answer from its service, as KServe's Ensemble node routes it."""
+) -> Response:
+    """A class model's own answer from its service, as KServe's Ensemble node routes it.
+
+    The answer is checked against `expect`, then passed on as the bytes the service sent.
+    """
     path = f"/v2/models/{model_name}{suffix}"
-    result = await backends.call_one(model_name, method, path, payload, expect=expect)
+    content = None if payload is None else orjson.dumps(payload)
+    result = await backends.call_one(
+        model_name, method, path, content, expect=expect.model_validate
+    )
     if not result.ok:
         return _unavailable(f"service {model_name} failed", {model_name: result})
-    return JSONResponse(result.body)
+    return Response(result.raw, media_type="application/json")
 
 
 async def _ensemble_readiness(backends: Backends) -> JSONResponse | None:
     """None when the ensemble can answer (any class service ready), else the 503."""
-    results = await backends.call_all("GET", "/v2/health/ready", expect=ServerReady)
-    if any(result.ok and result.body["ready"] for result in results.values()):
+    results = await backends.call_all("GET", "/v2/health/ready", expect=ServerReady.model_validate)
+    if any(result.ok and result.body.ready for result in results.values()):
         return None
     return _unavailable("no class service is ready", results)
 
@@ -157,7 +164,9 @@ async def infer(
     if model_name != ENSEMBLE:
         payload = body.model_dump(exclude_none=True)
         return await _routed(backends, model_name, "POST", "/infer", InferenceResponse, payload)
-    results = await backends.call_all("POST", "/predict", {"data": rows}, expect=BinaryPrediction)
+    results = await backends.call_all(
+        "POST", "/predict", orjson.dumps({"data": rows}), expect=class_probabilities
+    )
     labels = best_labels(results, len(rows))
     if labels is None:
         return _unavailable("every service failed", results)

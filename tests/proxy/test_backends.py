@@ -4,7 +4,7 @@ import asyncio
 import time
 from http.server import BaseHTTPRequestHandler
 
-from src.proxy.backends import Backends, create_client
+from src.proxy.backends import Backends, create_session
 from src.proxy.breaker import CircuitState
 from tests.stub_servers import stub_http_server
 
@@ -29,9 +29,9 @@ class _SlowHandler(BaseHTTPRequestHandler):
 def test_a_trial_cancelled_midway_leaves_the_trial_to_the_next_caller():
     async def scenario() -> tuple[CircuitState, CircuitState, bool]:
         with stub_http_server(_SlowHandler) as url:
-            async with create_client(max_connections=4, keepalive_seconds=5) as client:
+            async with create_session(max_connections=4, keepalive_seconds=5) as session:
                 backends = Backends(
-                    {"slow": url}, client, timeout=0.2, failure_threshold=1, cooldown=0.1
+                    {"slow": url}, session, timeout=0.2, failure_threshold=1, cooldown=0.1
                 )
                 breaker = backends.breakers["slow"]
                 first = await backends.call_all("GET", "/health")
@@ -57,10 +57,10 @@ def test_a_trial_cancelled_midway_leaves_the_trial_to_the_next_caller():
 
 def test_hard_dependencies_and_timeouts_are_kept_per_service():
     async def scenario() -> Backends:
-        async with create_client(max_connections=4, keepalive_seconds=5) as client:
+        async with create_session(max_connections=4, keepalive_seconds=5) as session:
             return Backends(
                 {"a": "http://127.0.0.1:1", "b": "http://127.0.0.1:2"},
-                client,
+                session,
                 timeout=2.0,
                 timeouts={"b": 0.5},
                 hard=("b",),

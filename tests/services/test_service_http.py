@@ -9,6 +9,7 @@ import pytest
 
 from src.settings import CommonSettings, ProxySettings
 from tests.bad_inputs import BAD_BODIES, BAD_BODY_IDS, JSON_HEADERS
+from tests.batch_support import wait_for_log
 from tests.processes import ProcessStarter, port_is_free, wait_until_healthy
 
 
@@ -77,7 +78,8 @@ def test_the_id_query_parameter_traces_the_request_in_the_log(versicolor):
         versicolor.base_url + "/predict?id=trace-me-42", json={"data": [[1, 2, 3, 4]]}
     )
     assert response.headers["X-Request-ID"] == "trace-me-42"
-    assert "[trace-me-42] POST /predict 200" in versicolor.log()
+    # The access line is written once the response is sent: it may trail the answer.
+    wait_for_log(versicolor, "[trace-me-42] POST /predict 200", timeout=10)
 
 
 @pytest.mark.parametrize("mode", ["setosa", "versicolor", "virginica"])
