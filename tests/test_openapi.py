@@ -51,3 +51,13 @@ def test_the_offset_is_bounded():
     (operation,) = [op for _, path, op in operations(api_app) if path == "/data/{scope}"]
     (offset,) = [p for p in operation["parameters"] if p["name"] == "offset"]
     assert offset["schema"]["maximum"] == 10_000
+
+
+def test_the_proxy_declares_the_body_it_reads_itself_as_the_services_schema():
+    # The proxy's row routes read their body without a FastAPI body parameter (rows_body).
+    service = service_app.openapi()
+    expected = service["components"]["schemas"]["PredictRequest"]
+    for path in ("/predict", "/predict/label"):
+        body = proxy_app.openapi()["paths"][path]["post"]["requestBody"]
+        assert body["required"] is True
+        assert body["content"]["application/json"]["schema"] == expected
