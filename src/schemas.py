@@ -113,7 +113,8 @@ async def rows_body(request: Request) -> RowsBody:
         raise RequestValidationError(
             [{**problem, "loc": ("body", *problem["loc"])} for problem in error.errors()]
         ) from None
-    # A valid body the fast check declined (an escaped key, say): still forwarded as sent.
+    # Valid, though the fast check declined it (a repeated key, an integer beyond 64 bits):
+    # still forwarded as sent, since the services parse it as FastAPI did here.
     return RowsBody(raw, len((await validated_request(request_body, request)).data))
 
 

@@ -71,12 +71,13 @@ def create_session(max_connections: int, keepalive_seconds: float) -> aiohttp.Cl
     """The proxy's one pooled session (timeouts are applied per call, in `Backends`).
 
     aiohttp's session directly, not httpx: httpx's client layer over the same pool cost
-    0.17 to 0.23 ms of CPU per backend call, more than the call under it, and about half of
-    what the proxy spent per request (`bench_proxy.py --scenario client`, the README). Idle connections are closed after `keepalive_seconds`, which
-    must be shorter than the services' keep-alive timeout: a request sent on a connection
-    the server is closing fails (seen in bench/bench_proxy.py when the services closed
-    first). No cookie jar: one session serves every caller of the proxy, so a backend's
-    Set-Cookie must never be replayed on another caller's request.
+    0.17 to 0.23 ms of CPU per backend call, more than the call under it, and about half
+    of what the proxy spent per request (`bench_proxy.py --scenario client`, the README).
+    Idle connections are closed after `keepalive_seconds`, which must be shorter than the
+    services' keep-alive timeout: a request sent on a connection the server is closing
+    fails (seen in bench/bench_proxy.py when the services closed first). No cookie jar:
+    one session serves every caller of the proxy, so a backend's Set-Cookie must never be
+    replayed on another caller's request.
     """
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=keepalive_seconds),
@@ -228,7 +229,8 @@ class Backends:
                 service, "timeout", f"no answer from {url} in {self.timeouts[service]}s"
             )
         except aiohttp.ClientError as error:
-            return self._failed(service, "unreachable", f"{url}: {error!r}")
+            # The class and its message: the repr of aiohttp's errors spells out its pool keys.
+            return self._failed(service, "unreachable", f"{url}: {type(error).__name__}: {error}")
         except ValueError as error:  # not JSON, or not the answer `expect` wants
             return self._failed(service, "bad_response", f"{url}: {error}")
         finally:
