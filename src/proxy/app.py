@@ -53,6 +53,8 @@ app = create_app(
 app.include_router(v2.router)
 ALL_FAILED = error_responses(503, descriptions={503: "every service failed"})
 SAMPLE_BODY = orjson.dumps({"data": [SAMPLE_ROW]})
+# The routes that read their body themselves declare it for the OpenAPI document.
+ROWS_BODY = rows_body_openapi()
 
 
 def _json(content) -> Response:
@@ -153,7 +155,7 @@ async def metadata(request: Request, backends: BackendsDep) -> dict:
 
 # The two routes that take rows read the body themselves (ValidRowsBody): a valid body is
 # checked without a Python object per number and forwarded as it came.
-@app.post("/predict", responses={**BODY_ERRORS, **ALL_FAILED}, openapi_extra=rows_body_openapi())
+@app.post("/predict", responses={**BODY_ERRORS, **ALL_FAILED}, openapi_extra=ROWS_BODY)
 async def predict(body: ValidRowsBody, backends: BackendsDep):
     return await _fan_out(backends, "POST", "/predict", body.raw)
 
@@ -162,7 +164,7 @@ async def predict(body: ValidRowsBody, backends: BackendsDep):
     "/predict/label",
     response_model=LabelPrediction,
     responses={**BODY_ERRORS, **ALL_FAILED},
-    openapi_extra=rows_body_openapi(),
+    openapi_extra=ROWS_BODY,
 )
 async def predict_label(body: ValidRowsBody, backends: BackendsDep):
     results = await backends.call_all("POST", "/predict", body.raw, expect=class_probabilities)
