@@ -4,18 +4,27 @@ Each process builds its settings once, in its lifespan or `main()`, never at imp
 time, so tests can start processes with any environment they like.
 """
 
-import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, HttpUrl, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 MODELS_DIR = Path("models")
 DEFAULT_LABEL_FILEPATH = MODELS_DIR / "label.json"
-# The class services' default ports, in label order (setosa, versicolor, virginica).
+# The class services' default ports, in label order: 9101 for the first class, 9102 ...
 FIRST_SERVICE_PORT = 9101
 SERVICE_ENV_PREFIX = "SERVICE_"
+# Only a default: the proxy's backends when no SERVICE_* variable is set, namely the
+# classes of the committed models/label.json, each on its class service's default port
+# (`make run`). Any other set of classes is given by SERVICE_<NAME> variables, not code.
+DEFAULT_LOCAL_CLASSES = ("setosa", "versicolor", "virginica")
 
 
 class CommonSettings(BaseSettings):
@@ -46,6 +55,14 @@ class ServiceSettings(CommonSettings):
         return self.model_filepath or MODELS_DIR / f"iris_svc_0_{self.mode}.onnx"
 
 
+def _local_services() -> dict[str, str]:
+    """DEFAULT_LOCAL_CLASSES' class services on this machine, at their default ports."""
+    return {
+        name: f"http://127.0.0.1:{FIRST_SERVICE_PORT + index}"
+        for index, name in enumerate(DEFAULT_LOCAL_CLASSES)
+    }
+
+
 class ProxySettings(CommonSettings):
     """The proxy: one backend per `SERVICE_<NAME>=<base URL>` variable."""
 
@@ -55,8 +72,9 @@ class ProxySettings(CommonSettings):
     backend_keepalive: float = Field(
         15, gt=0, description="seconds an idle pooled connection is kept; below KEEP_ALIVE_TIMEOUT"
     )
-    # Filled from every SERVICE_<NAME> variable; a fourth class needs a variable, not code.
-    services: dict[str, HttpUrl] = Field(default_factory=dict)
+    # Filled from every SERVICE_<NAME> variable (_ServicesFromEnv); a fourth class needs a
+    # variable, not code.
+    services: dict[str, HttpUrl] = Field(default_factory=_local_services)
     # `BACKEND_TIMEOUTS=virginica=5,setosa=1`: a slower model gets its own deadline.
     backend_timeouts: Annotated[dict[str, Annotated[float, Field(gt=0)]], NoDecode] = Field(
         default_factory=dict, description="per-service seconds, overriding BACKEND_TIMEOUT"
@@ -110,25 +128,37 @@ class ProxySettings(CommonSettings):
                 )
         return self
 
-    @model_validator(mode="before")
     @classmethod
-    def _collect_services(cls, values: dict) -> dict:
-        if not values.get("services"):
-            found = {
-                key[len(SERVICE_ENV_PREFIX) :].lower(): url
-                for key, url in sorted(os.environ.items())
-                if key.startswith(SERVICE_ENV_PREFIX) and url
-            }
-            values["services"] = found or _local_services()
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            _ServicesFromEnv(settings_cls),
+            dotenv_settings,
+            file_secret_settings,
+        )
+
+
+class _ServicesFromEnv(EnvSettingsSource):
+    """The environment, with every `SERVICE_<NAME>=<base URL>` gathered into `services`."""
+
+    def __call__(self) -> dict[str, Any]:
+        values = super().__call__()
+        prefix = SERVICE_ENV_PREFIX.lower()  # names are matched case-blind, as every setting
+        found = {
+            key[len(prefix) :].lower(): url
+            for key, url in sorted(self.env_vars.items())
+            if key.lower().startswith(prefix) and url
+        }
+        if found:
+            values["services"] = found
         return values
-
-
-def _local_services() -> dict[str, str]:
-    """The three class services on this machine, for a proxy started with no SERVICE_* set."""
-    names = ("setosa", "versicolor", "virginica")
-    return {
-        name: f"http://127.0.0.1:{FIRST_SERVICE_PORT + index}" for index, name in enumerate(names)
-    }
 
 
 DEFAULT_SQLITE_URL = "sqlite:///data/batch.sqlite3"

@@ -1,20 +1,22 @@
-"""What every HTTP process shares: JSON errors, request context, /metrics, and serving."""
+"""What every HTTP process shares: its one error shape, request context, /metrics, serving.
 
-import json
+Each process's `__main__` builds its settings once, checks what must be checked, and
+hands them to its `create_app(settings)`, which builds on `create_app` here.
+"""
+
 import logging
 from collections.abc import Callable
+from typing import Annotated, Any
 
 import uvicorn
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute, iter_route_contexts
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from src.observability import RequestContextMiddleware, configure_logging, request_id_var
-from src.oip import BINARY_HEADER
-from src.schemas import ErrorResponse
+from src.observability import RequestContextMiddleware, request_id_var
+from src.schemas import ErrorResponse, PredictRequest, row_limit_error
 from src.settings import CommonSettings
 
 logger = logging.getLogger(__name__)
@@ -40,141 +42,115 @@ def error_responses(*codes: int, descriptions: dict[int, str] | None = None) -> 
 BODY_ERRORS = error_responses(400, 422)
 
 
+def error_response(
+    status_code: int, error: str, *, headers: dict[str, str] | None = None, **fields: Any
+) -> JSONResponse:
+    """The one way an error is answered: an ErrorResponse, without the keys it leaves unset.
+
+    Built through the schema, so no error body can carry a key the OpenAPI document omits.
+    """
+    body = ErrorResponse(error=error, **fields).model_dump(mode="json", exclude_none=True)
+    return JSONResponse(status_code=status_code, content=body, headers=headers)
+
+
 def _describe(error: dict) -> dict:
     # Only loc/msg/type: the raw input may be huge or NaN, which JSON cannot carry.
     return {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    return JSONResponse(status_code=422, content=validation_error_body(request, exc))
+    return validation_error_response(request, exc, 422)
 
 
-def validation_error_body(request: Request, exc: RequestValidationError) -> dict:
+def validation_error_response(
+    request: Request, exc: RequestValidationError, status_code: int
+) -> JSONResponse:
+    """The schema's problems (up to MAX_LISTED_ERRORS of them) as one error answer."""
     errors = exc.errors()
     listed = [_describe(error) for error in errors[:MAX_LISTED_ERRORS]]
     summary = "; ".join(
         f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in listed[:3]
     )
-    body = {"error": f"invalid request: {summary}", "detail": listed}
-    if len(errors) > MAX_LISTED_ERRORS:
-        body["more_errors"] = len(errors) - MAX_LISTED_ERRORS
+    more = len(errors) - MAX_LISTED_ERRORS
+    hint = None
     has_body = request.method in ("POST", "PUT", "PATCH")
     if has_body and "json" not in request.headers.get("content-type", ""):
         # curl -d sends a form content type, which FastAPI does not parse as JSON.
-        body["hint"] = "send the body as JSON with the header 'Content-Type: application/json'"
-    return body
-
-
-BINARY_NOT_SUPPORTED = (
-    "binary tensor data is not supported here: send the tensors as JSON "
-    "(tritonclient: set_data_from_numpy(array, binary_data=False), and "
-    "InferRequestedOutput(name, binary_data=False))"
-)
-
-
-class OipRoute(APIRoute):
-    """A route of the Open Inference Protocol: a request that does not parse is a 400 there."""
-
-    def get_route_handler(self) -> Callable:
-        handler = super().get_route_handler()
-
-        async def oip_handler(request: Request) -> Response:
-            if BINARY_HEADER in request.headers:
-                return JSONResponse(status_code=400, content={"error": BINARY_NOT_SUPPORTED})
-            try:
-                return await handler(request)
-            except RequestValidationError as exc:
-                return JSONResponse(status_code=400, content=validation_error_body(request, exc))
-
-        return oip_handler
-
-
-def _drop_oip_422s(app: FastAPI) -> Callable[[], dict]:
-    """app.openapi without the 422 FastAPI adds to every route with parameters.
-
-    An OipRoute never answers 422 (see above), and FastAPI has no switch for that.
-    """
-    build = app.openapi
-
-    def openapi() -> dict:
-        schema = build()
-        # Included routers' routes are reached through FastAPI's route contexts.
-        for route in iter_route_contexts(app.routes):
-            if isinstance(route.original_route, OipRoute) and route.include_in_schema:
-                operations = schema["paths"][route.path_format]
-                for method in route.methods:
-                    operations[method.lower()]["responses"].pop("422", None)
-        schemas = schema.get("components", {}).get("schemas", {})
-        if "#/components/schemas/HTTPValidationError" not in json.dumps(schema["paths"]):
-            schemas.pop("HTTPValidationError", None)
-            schemas.pop("ValidationError", None)
-        return schema
-
-    return openapi
+        hint = "send the body as JSON with the header 'Content-Type: application/json'"
+    return error_response(
+        status_code,
+        f"invalid request: {summary}",
+        detail=listed,
+        more_errors=more if more > 0 else None,
+        hint=hint,
+    )
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     # 404s, 405s and raised HTTPExceptions in the same {"error": ...} shape as the rest.
-    return JSONResponse(
-        status_code=exc.status_code, content={"error": exc.detail}, headers=exc.headers
-    )
+    return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return JSONResponse(
-        status_code=500,
-        content={"error": "internal error", "request_id": request_id_var.get()},
-    )
+    return error_response(500, "internal error", request_id=request_id_var.get())
 
 
 async def _metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-def create_app(title: str, lifespan: Callable, description: str = "") -> FastAPI:
-    """A FastAPI app with the suite's error handlers, request middleware and /metrics."""
+def create_app(
+    title: str, settings: CommonSettings, lifespan: Callable | None = None, description: str = ""
+) -> FastAPI:
+    """A FastAPI app with the suite's error handlers, request middleware and /metrics.
+
+    `settings` is the process's one settings object, which routes reach by `get_settings`.
+    """
     app = FastAPI(
         title=title, description=description, lifespan=lifespan, responses=error_responses(500)
     )
+    app.state.settings = settings
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(RequestContextMiddleware)
     app.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)
-    app.openapi = _drop_oip_422s(app)
     return app
 
 
-def serve(app_path: str, settings: CommonSettings, port: int) -> None:
-    """Run one process's app with uvicorn, logging through our own handlers."""
-    configure_logging(settings.log_level, settings.log_format)
+async def get_settings(request: Request) -> CommonSettings:
+    """The settings the process's app was created with (each process narrows the type)."""
+    return request.app.state.settings
+
+
+def checked_row_limit(body: PredictRequest, max_rows: int) -> PredictRequest:
+    """`body` once MAX_ROWS is checked too, in the same 422 shape as the schema's errors."""
+    if problem := row_limit_error(len(body.data), max_rows):
+        raise RequestValidationError(
+            [{"type": "too_long", "loc": ("body", "data"), "msg": problem}]
+        )
+    return body
+
+
+async def _valid_request(
+    body: PredictRequest, settings: Annotated[CommonSettings, Depends(get_settings)]
+) -> PredictRequest:
+    # MAX_ROWS comes from the process's settings, which the schema cannot see.
+    return checked_row_limit(body, settings.max_rows)
+
+
+ValidRequest = Annotated[PredictRequest, Depends(_valid_request)]
+
+
+def serve(app: FastAPI, settings: CommonSettings, port: int) -> None:
+    """Serve one process's app with uvicorn (logging is configured by the caller, once)."""
     uvicorn.run(
-        app_path,
+        app,
         host=settings.host,
         port=port,
         log_config=None,
         access_log=False,  # RequestContextMiddleware logs one line per request
         timeout_keep_alive=settings.keep_alive_timeout,
         timeout_graceful_shutdown=10,
-    )
-
-
-UNKNOWN_MODEL = error_responses(404, descriptions={404: "no model of that name here"})
-BAD_TENSOR = error_responses(
-    400, descriptions={400: "not an inference request this model takes; `error` says why"}
-)
-
-
-def oip_router() -> APIRouter:
-    """The /v2 router of a class service or the proxy: OipRoute's 400s for every bad request.
-
-    strict_content_type=False: a client that sends no Content-Type (the protocol names none)
-    still has its body read as JSON.
-    """
-    return APIRouter(
-        prefix="/v2",
-        route_class=OipRoute,
-        strict_content_type=False,
-        tags=["Open Inference Protocol v2"],
     )

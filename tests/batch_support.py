@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pymysql
 import pytest
+from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import URL, make_url
 
 from src.db.engine import create_db_engine
 from src.db.migrate import upgrade
+from src.db.tables import items, predictions
 from tests.mysql_server import connect, mysql_server_url
 from tests.processes import ProcessStarter, RunningProcess
 
@@ -100,8 +102,8 @@ def job_env(database_url: str, **overrides: object) -> dict[str, str]:
 
 
 def run_job_once(processes: ProcessStarter, env: dict[str, str], timeout: float = 120) -> str:
-    """Run `python -m src.task.job --once` to the end; its log (fails on a non-zero exit)."""
-    job = processes.start("job-once", ["src.task.job", "--once"], env)
+    """Run `python -m src.task --once` to the end; its log (fails on a non-zero exit)."""
+    job = processes.start("job-once", ["src.task", "--once"], env)
     code = job.popen.wait(timeout)
     assert code == 0, f"job exited {code}:\n{job.log()[-3000:]}"
     return job.log()
@@ -210,3 +212,13 @@ def database_url(request, tmp_path) -> Iterator[str]:
     else:
         with fresh_mysql_database() as url:
             yield url
+
+
+def count_items(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return connection.execute(select(func.count()).select_from(items)).scalar_one()
+
+
+def count_predictions(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return connection.execute(select(func.count()).select_from(predictions)).scalar_one()

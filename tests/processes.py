@@ -1,7 +1,6 @@
 """Start the suite's real processes for integration tests, and always stop them."""
 
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -12,19 +11,35 @@ from pathlib import Path
 
 import httpx
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# The suite's own settings are not inherited from the shell that runs pytest (CI sets
-# MYSQL_* for example): each test passes exactly the settings it means.
-_SUITE_SETTING = re.compile(
-    r"(MODE|HOST|PORT|\w+_PORT|SERVICE_\w+|MYSQL_\w+|DATABASE_URL|BATCH_WAIT_TIME|WORKER_THREADS"
-    r"|CHUNK_SIZE|MODEL_FILEPATH|LABEL_FILEPATH|MAX_ROWS|LOG_LEVEL|LOG_FORMAT|BACKEND_\w+"
-    r"|BREAKER_\w+|HARD_DEPENDENCIES)"
+from src.settings import (
+    SERVICE_ENV_PREFIX,
+    ApiSettings,
+    JobSettings,
+    ProxySettings,
+    ServiceSettings,
 )
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def suite_setting_names() -> frozenset[str]:
+    """Every variable a process of the suite reads: its settings classes' fields, upper-cased."""
+    classes = (ServiceSettings, ProxySettings, ApiSettings, JobSettings)
+    return frozenset(name.upper() for cls in classes for name in cls.model_fields)
 
 
 def clean_environment() -> dict[str, str]:
-    """os.environ without the suite's settings."""
-    return {key: value for key, value in os.environ.items() if not _SUITE_SETTING.fullmatch(key)}
+    """os.environ without the suite's settings.
+
+    The suite's own settings are not inherited from the shell that runs pytest (CI sets
+    MYSQL_* for example): each test passes exactly the settings it means.
+    """
+    names = suite_setting_names()
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if key.upper() not in names and not key.upper().startswith(SERVICE_ENV_PREFIX)
+    }
 
 
 def free_port() -> int:

@@ -1,8 +1,8 @@
-"""The Open Inference Protocol's tensor rule (src/oip.py), without a process."""
+"""The Open Inference Protocol's tensor rule (src/oip/schemas.py), without a process."""
 
 import pytest
 
-from src.oip import InferenceRequest, TensorError, feature_rows, selected_outputs
+from src.oip.schemas import InferenceRequest, TensorError, feature_rows, selected_outputs
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.5, 3.0, 5.5, 1.8]]
 

@@ -2,9 +2,19 @@
 
 import pytest
 
-from src.api.app import app as api_app
-from src.proxy.app import app as proxy_app
-from src.services.app import app as service_app
+from src.api.app import create_app as create_api_app
+from src.ml.predictor import Predictor
+from src.proxy.app import create_app as create_proxy_app
+from src.services.app import create_app as create_service_app
+from src.settings import ApiSettings, ProxySettings, ServiceSettings
+
+# Built, not served: no lifespan runs, so no model is loaded and no database is reached.
+proxy_app = create_proxy_app(ProxySettings())
+service_settings = ServiceSettings()
+service_app = create_service_app(
+    service_settings, Predictor(service_settings.resolved_model_filepath())
+)
+api_app = create_api_app(ApiSettings())
 
 APPS = {"proxy": proxy_app, "service": service_app, "api": api_app}
 

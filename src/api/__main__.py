@@ -1,11 +1,11 @@
 """`python -m src.api`: the batch API, PORT and the database from the environment."""
 
-from src.api.app import STARTUP_DATABASE_WAIT_SECONDS, load_batch_labels
+from src.api.app import STARTUP_DATABASE_WAIT_SECONDS, create_app
 from src.db.engine import create_db_engine
-from src.db.retry import require_current_schema_when_reachable
+from src.db.migrate import require_current_schema_when_reachable
+from src.errors import or_exit
 from src.observability import configure_logging
 from src.settings import ApiSettings
-from src.startup import or_exit
 from src.web import serve
 
 
@@ -25,11 +25,11 @@ def require_current_schema(settings: ApiSettings) -> None:
 
 def main() -> None:
     settings = or_exit("api", ApiSettings)
-    # Checked here so a missing label file stops start-up with one line, not a traceback.
-    or_exit("api", lambda: load_batch_labels(settings.label_filepath))
     configure_logging(settings.log_level, settings.log_format)
+    # Built before the wait for the database, so a bad label file stops start-up at once.
+    app = or_exit("api", lambda: create_app(settings))
     require_current_schema(settings)
-    serve("src.api.app:app", settings, settings.port)
+    serve(app, settings, settings.port)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """The batch API: registers items to score and serves their predictions once the job ran.
 
-Start with `python -m src.api` (PORT and the database from the environment) or
-`uvicorn src.api.app:app --port 8000`. No inference happens here: POST /predict stores
-the rows and answers at once; the job (`python -m src.task.job`) scores them later.
+Start with `python -m src.api` (PORT and the database from the environment). No inference
+happens here: POST /predict stores the rows and answers at once; the job
+(`python -m src.task`) scores them later.
 """
 
 import logging
@@ -11,19 +11,20 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from sqlalchemy import Engine, Row
 from sqlalchemy.exc import SQLAlchemyError
 
+from src import web
 from src.db import queries
 from src.db.engine import create_db_engine, ping
-from src.db.retry import require_current_schema_when_reachable
 from src.db.tables import FEATURE_COLUMNS, PROBABILITY_COLUMNS
-from src.ml.predictor import ModelLoadError, load_labels
-from src.observability import configure_logging, request_id_var
+from src.errors import ModelLoadError
+from src.ml.predictor import load_labels
+from src.observability import request_id_var
 from src.schemas import (
     N_FEATURES,
     SAMPLE_ROW,
@@ -32,10 +33,9 @@ from src.schemas import (
     ItemPrediction,
     ItemRecord,
     RegisteredItems,
-    ValidRequest,
 )
 from src.settings import ApiSettings
-from src.web import BODY_ERRORS, create_app, error_responses
+from src.web import BODY_ERRORS, ValidRequest, error_response, error_responses, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -60,17 +60,26 @@ def load_batch_labels(label_path: Path) -> list[str]:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings = ApiSettings()
-    configure_logging(settings.log_level, settings.log_format)
-    app.state.settings = settings
-    app.state.labels = load_batch_labels(settings.label_filepath)
-    engine = create_db_engine(settings.resolved_database_url())
-    # `python -m src.api` checked this already, with a one-line exit; this is for uvicorn.
-    require_current_schema_when_reachable(engine, give_up_after=STARTUP_DATABASE_WAIT_SECONDS)
+    # The schema was checked by `python -m src.api` before it served this app.
+    engine = create_db_engine(app.state.settings.resolved_database_url())
     app.state.engine = engine
     logger.info("batch API using %s", engine.url.render_as_string(hide_password=True))
     yield
     engine.dispose()
+
+
+def create_app(settings: ApiSettings) -> FastAPI:
+    """The batch API's app; raises ModelLoadError when the label file does not fit the tables."""
+    app = web.create_app(
+        "batch API",
+        settings,
+        lifespan,
+        description="Registers rows for the batch job to score; serves the predictions by id.",
+    )
+    app.state.labels = load_batch_labels(settings.label_filepath)
+    app.add_exception_handler(SQLAlchemyError, _database_unavailable)
+    app.include_router(router)
+    return app
 
 
 async def get_engine(request: Request) -> Engine:
@@ -79,10 +88,6 @@ async def get_engine(request: Request) -> Engine:
 
 async def get_labels(request: Request) -> list[str]:
     return request.app.state.labels
-
-
-async def get_settings(request: Request) -> ApiSettings:
-    return request.app.state.settings
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
@@ -106,22 +111,14 @@ Offset = Annotated[
     ),
 ]
 
-app = create_app(
-    "batch API",
-    lifespan,
-    description="Registers rows for the batch job to score; serves the predictions by id.",
-)
+router = APIRouter()
 DATABASE_DOWN = error_responses(503, descriptions={503: "the database is unavailable"})
 
 
-@app.exception_handler(SQLAlchemyError)
 async def _database_unavailable(request: Request, exc: SQLAlchemyError) -> JSONResponse:
     # The database is down or refused the statement: say so, never a stack trace.
     logger.warning("database error on %s %s: %s", request.method, request.url.path, exc)
-    return JSONResponse(
-        status_code=503,
-        content={"error": "database unavailable", "request_id": request_id_var.get()},
-    )
+    return error_response(503, "database unavailable", request_id=request_id_var.get())
 
 
 def _probabilities(row: Row, labels: list[str]) -> dict[str, float] | None:
@@ -152,19 +149,17 @@ def _page(rows: list[Row], labels: list[str], limit: int) -> ItemPage:
     return ItemPage(items=[_record(row, labels) for row in rows], next=next_after_id)
 
 
-@app.get("/health", response_model=HealthResponse, responses=DATABASE_DOWN)
+@router.get("/health", response_model=HealthResponse, responses=DATABASE_DOWN)
 def health(engine: EngineDep) -> HealthResponse | JSONResponse:
     try:
         ping(engine)
     except SQLAlchemyError as error:
         logger.warning("health check: database unreachable: %s", error)
-        return JSONResponse(
-            status_code=503, content={"health": "unavailable", "error": "database unreachable"}
-        )
+        return error_response(503, "database unreachable", health="unavailable")
     return HealthResponse()
 
 
-@app.get("/metadata")
+@router.get("/metadata")
 def metadata(settings: SettingsDep, labels: LabelsDep, engine: EngineDep) -> dict:
     return {
         "data_type": "float32",
@@ -179,7 +174,7 @@ def metadata(settings: SettingsDep, labels: LabelsDep, engine: EngineDep) -> dic
     }
 
 
-@app.post("/predict", response_model=RegisteredItems, responses={**BODY_ERRORS, **DATABASE_DOWN})
+@router.post("/predict", response_model=RegisteredItems, responses={**BODY_ERRORS, **DATABASE_DOWN})
 def register(body: ValidRequest, engine: EngineDep) -> RegisteredItems:
     # A plain `def`: FastAPI runs it in a worker thread, so the blocking insert
     # does not hold up the event loop.
@@ -188,7 +183,7 @@ def register(body: ValidRequest, engine: EngineDep) -> RegisteredItems:
     return RegisteredItems(id=item_ids[0], ids=item_ids)
 
 
-@app.get(
+@router.get(
     "/predict/id/{item_id}",
     response_model=ItemPrediction,
     response_model_exclude_unset=True,
@@ -204,7 +199,7 @@ def prediction_by_id(item_id: ItemId, engine: EngineDep, labels: LabelsDep) -> I
     return ItemPrediction(id=row.id, prediction=probabilities, label=_best_label(probabilities))
 
 
-@app.get(
+@router.get(
     "/data/{scope}", response_model=ItemPage, responses={**error_responses(422), **DATABASE_DOWN}
 )
 def list_items(
@@ -215,5 +210,5 @@ def list_items(
     after_id: AfterId = None,
     offset: Offset = 0,
 ) -> ItemPage:
-    """One page of all, predicted or unpredicted items, in id order."""
+    """One page of all, scored (`predicted`) or unscored (`unpredicted`) items, in id order."""
     return _page(queries.list_items(engine, scope, limit, after_id, offset), labels, limit)

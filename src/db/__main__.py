@@ -11,9 +11,9 @@ import logging
 from src.db.engine import create_db_engine, ping
 from src.db.migrate import describe_schema, downgrade, head_revision, upgrade
 from src.db.retry import call_with_db_retry
+from src.errors import or_exit
 from src.observability import configure_logging
 from src.settings import DatabaseSettings
-from src.startup import or_exit
 
 logger = logging.getLogger("src.db")
 # How long `upgrade` waits for the database to come up before it gives up (exit 1).

@@ -18,7 +18,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect, text
 
 from src.db.engine import is_mysql, write_transaction
-from src.startup import StartupError
+from src.db.retry import call_with_db_retry
+from src.errors import StartupError
 
 logger = logging.getLogger(__name__)
 
@@ -156,3 +157,10 @@ def downgrade(engine: Engine, revision: str) -> tuple[str, str]:
         command.downgrade(config, revision)
         after = describe_schema(connection)
     return before, after
+
+
+def require_current_schema_when_reachable(engine: Engine, **retry_options) -> str:
+    """`require_current_schema`, waiting for the database to come up first (src/db/retry.py)."""
+    return call_with_db_retry(
+        lambda: require_current_schema(engine), what="checking the schema", **retry_options
+    )

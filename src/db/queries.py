@@ -22,6 +22,8 @@ from src.db.tables import (
     predictions,
 )
 
+# The URL words of the original pattern (`/data/predicted`, `/data/unpredicted`) for
+# what the code calls scored and unscored items.
 Scope = Literal["all", "predicted", "unpredicted"]
 SCORED_INDEX = "ix_items_scored_id"
 
@@ -163,16 +165,6 @@ def insert_predictions(
     connection.execute(statement, values)
     # The same transaction: an item is scored exactly when its predictions row exists.
     connection.execute(update(items).where(items.c.id.in_(item_ids)).values(scored=True))
-
-
-def count_items(engine: Engine) -> int:
-    with engine.connect() as connection:
-        return connection.execute(select(func.count()).select_from(items)).scalar_one()
-
-
-def count_predictions(engine: Engine) -> int:
-    with engine.connect() as connection:
-        return connection.execute(select(func.count()).select_from(predictions)).scalar_one()
 
 
 def count_backlog(engine: Engine) -> int:

@@ -5,7 +5,6 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from sqlalchemy import Engine
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from tenacity import (
@@ -17,8 +16,6 @@ from tenacity import (
     stop_when_event_set,
     wait_exponential,
 )
-
-from src.db.migrate import require_current_schema
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -79,10 +76,3 @@ def call_with_db_retry(
         reraise=True,
     )
     return retrying(work)
-
-
-def require_current_schema_when_reachable(engine: Engine, **retry_options) -> str:
-    """Check the schema (src/db/migrate.py), waiting for the database to come up first."""
-    return call_with_db_retry(
-        lambda: require_current_schema(engine), what="checking the schema", **retry_options
-    )

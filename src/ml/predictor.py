@@ -6,15 +6,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from src.errors import ModelLoadError
+
 if TYPE_CHECKING:
     import onnxruntime as ort
 
 # Names sklearn-onnx, onnxmltools and tf2onnx give the probability output.
 _PROBABILITY_OUTPUT_NAMES = ("probabilities", "output_probability", "probability", "probs")
-
-
-class ModelLoadError(RuntimeError):
-    """The model or label file is missing or unusable; raised at start-up, never per request."""
 
 
 def load_labels(label_path: Path) -> list[str]:
@@ -35,9 +33,8 @@ class Predictor:
     session per process serves every request or worker thread.
     """
 
-    def __init__(self, model_path: Path | str, intra_op_threads: int = 1) -> None:
+    def __init__(self, model_path: Path | str) -> None:
         self.model_path = Path(model_path)
-        self.intra_op_threads = intra_op_threads
         self._session: ort.InferenceSession | None = None
         self._input_name = ""
         self._output_name = ""
@@ -46,15 +43,14 @@ class Predictor:
     def load(self) -> "Predictor":
         if not self.model_path.is_file():
             raise ModelLoadError(f"model file not found: {self.model_path}")
-        # Imported here, not at the top: the proxy and the API import this module for
-        # ModelLoadError and load_labels, and need neither onnxruntime's start-up cost
-        # nor its start-up messages.
+        # Imported here, not at the top: the API imports this module for load_labels and
+        # needs neither onnxruntime's start-up cost nor its start-up messages.
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         # Requests are small and many: one thread per call scales better across
         # concurrent callers than several threads fighting over two cores.
-        options.intra_op_num_threads = self.intra_op_threads
+        options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         try:
             session = ort.InferenceSession(
@@ -72,14 +68,6 @@ class Predictor:
     @property
     def loaded(self) -> bool:
         return self._session is not None
-
-    @property
-    def input_name(self) -> str:
-        return self._input_name
-
-    @property
-    def output_name(self) -> str:
-        return self._output_name
 
     def predict_proba(self, rows: np.ndarray) -> np.ndarray:
         """Class probabilities, shape (len(rows), n_classes), in one ONNX Runtime call."""

@@ -7,31 +7,25 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 
-from src.observability import configure_logging
+from src import web
+from src.oip.routing import include_oip_router
 from src.proxy import v2
+from src.proxy.answers import required_failed, services_failed
 from src.proxy.backends import BackendResult, Backends, create_session
-from src.proxy.dependencies import BackendsDep
+from src.proxy.bodies import ValidRowsBody, class_probabilities, rows_body_openapi
+from src.proxy.dependencies import BackendsDep, SettingsDep
 from src.proxy.ensemble import best_labels
-from src.schemas import (
-    SAMPLE_ROW,
-    HealthResponse,
-    LabelPrediction,
-    ValidRowsBody,
-    class_probabilities,
-    rows_body_openapi,
-)
+from src.schemas import SAMPLE_ROW, HealthResponse, LabelPrediction
 from src.settings import ProxySettings
-from src.web import BODY_ERRORS, create_app, error_responses
+from src.web import BODY_ERRORS, error_responses
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings = ProxySettings()
-    configure_logging(settings.log_level, settings.log_format)
-    app.state.settings = settings
+    settings: ProxySettings = app.state.settings
     async with create_session(settings.backend_connections, settings.backend_keepalive) as session:
         app.state.backends = Backends(
             settings.services,
@@ -45,12 +39,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
 
 
-app = create_app(
-    "iris proxy",
-    lifespan,
-    description="Fans requests out to one binary classifier per iris class and aggregates them.",
-)
-app.include_router(v2.router)
+def create_app(settings: ProxySettings) -> FastAPI:
+    """The proxy's app; its lifespan opens the pooled session to the class services."""
+    app = web.create_app(
+        "iris proxy",
+        settings,
+        lifespan,
+        description="Fans requests out to one binary classifier per class and aggregates them.",
+    )
+    app.include_router(router)
+    include_oip_router(app, v2.router)
+    return app
+
+
+router = APIRouter()
 ALL_FAILED = error_responses(503, descriptions={503: "every service failed"})
 SAMPLE_BODY = orjson.dumps({"data": [SAMPLE_ROW]})
 # The routes that read their body themselves declare it for the OpenAPI document.
@@ -60,38 +62,6 @@ ROWS_BODY = rows_body_openapi()
 def _json(content) -> Response:
     # orjson: about ten times faster than the json module on a 10,000-row answer.
     return Response(orjson.dumps(content), media_type="application/json")
-
-
-def _all_failed(results: dict[str, BackendResult]) -> JSONResponse:
-    return JSONResponse(
-        status_code=503,
-        content={
-            "error": "every service failed",
-            "services": {name: result.as_error_entry() for name, result in results.items()},
-        },
-    )
-
-
-def _required_failed(
-    backends: Backends, results: dict[str, BackendResult], answered: set[str]
-) -> JSONResponse | None:
-    """503 naming the hard dependencies (HARD_DEPENDENCIES) that did not answer, if any."""
-    missing = backends.missing_required(answered)
-    if not missing:
-        return None
-    return JSONResponse(
-        status_code=503,
-        content={
-            "error": f"required service failed: {', '.join(missing)}",
-            "required": missing,
-            "unavailable": [name for name in results if name not in answered],
-            "services": {
-                name: result.as_error_entry()
-                for name, result in results.items()
-                if name not in answered
-            },
-        },
-    )
 
 
 def _keyed(results: dict[str, BackendResult]) -> Response:
@@ -107,17 +77,17 @@ def _keyed(results: dict[str, BackendResult]) -> Response:
 async def _fan_out(backends: Backends, method: str, path: str, content: bytes | None = None):
     results = await backends.call_all(method, path, content, expect=class_probabilities)
     if not any(result.ok for result in results.values()):
-        return _all_failed(results)
+        return services_failed("every service failed", results)
     answered = {name for name, result in results.items() if result.ok}
-    return _required_failed(backends, results, answered) or _keyed(results)
+    return required_failed(backends, results, answered) or _keyed(results)
 
 
-@app.get("/health", response_model=HealthResponse)
+@router.get("/health", response_model=HealthResponse)
 async def health() -> HealthResponse:
     return HealthResponse()
 
 
-@app.get(
+@router.get(
     "/health/all",
     responses={503: {"description": "no service answered; each entry says why"}},
 )
@@ -138,8 +108,8 @@ async def health_all(backends: BackendsDep):
     return JSONResponse(status_code=status, content=body)
 
 
-@app.get("/metadata")
-async def metadata(request: Request, backends: BackendsDep) -> dict:
+@router.get("/metadata")
+async def metadata(backends: BackendsDep, settings: SettingsDep) -> dict:
     return {
         "services": backends.services,
         "backend_timeout_seconds": backends.timeout,
@@ -149,18 +119,18 @@ async def metadata(request: Request, backends: BackendsDep) -> dict:
         "data_structure": "(N, 4)",
         "data_sample": [SAMPLE_ROW],
         "prediction_structure": "per service: (N, 2) = [P(class), P(not class)]",
-        "max_rows": request.app.state.settings.max_rows,
+        "max_rows": settings.max_rows,
     }
 
 
 # The two routes that take rows read the body themselves (ValidRowsBody): a valid body is
 # checked without a Python object per number and forwarded as it came.
-@app.post("/predict", responses={**BODY_ERRORS, **ALL_FAILED}, openapi_extra=ROWS_BODY)
+@router.post("/predict", responses={**BODY_ERRORS, **ALL_FAILED}, openapi_extra=ROWS_BODY)
 async def predict(body: ValidRowsBody, backends: BackendsDep):
     return await _fan_out(backends, "POST", "/predict", body.raw)
 
 
-@app.post(
+@router.post(
     "/predict/label",
     response_model=LabelPrediction,
     responses={**BODY_ERRORS, **ALL_FAILED},
@@ -170,10 +140,10 @@ async def predict_label(body: ValidRowsBody, backends: BackendsDep):
     results = await backends.call_all("POST", "/predict", body.raw, expect=class_probabilities)
     labels = best_labels(results, body.rows)
     if labels is None:
-        return _all_failed(results)
+        return services_failed("every service failed", results)
     answered = set(results) - set(labels.unavailable)
-    if required_failed := _required_failed(backends, results, answered):
-        return required_failed
+    if failed := required_failed(backends, results, answered):
+        return failed
     labelled = [
         {"proba": proba, "label": label}
         for label, proba in zip(labels.labels, labels.probas, strict=True)
@@ -189,11 +159,11 @@ async def predict_label(body: ValidRowsBody, backends: BackendsDep):
     )
 
 
-@app.get("/predict/get/test", responses=ALL_FAILED)
+@router.get("/predict/get/test", responses=ALL_FAILED)
 async def predict_get_test(backends: BackendsDep):
     return await _fan_out(backends, "GET", "/predict/test")
 
 
-@app.post("/predict/post/test", responses=ALL_FAILED)
+@router.post("/predict/post/test", responses=ALL_FAILED)
 async def predict_post_test(backends: BackendsDep):
     return await _fan_out(backends, "POST", "/predict", SAMPLE_BODY)

@@ -6,14 +6,11 @@ from fastapi import Depends, Request
 
 from src.proxy.backends import Backends
 from src.settings import ProxySettings
+from src.web import get_settings
 
 
 async def get_backends(request: Request) -> Backends:
     return request.app.state.backends
-
-
-async def get_settings(request: Request) -> ProxySettings:
-    return request.app.state.settings
 
 
 BackendsDep = Annotated[Backends, Depends(get_backends)]

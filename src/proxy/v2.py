@@ -11,7 +11,8 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from src.oip import (
+from src.oip.routing import BAD_TENSOR, UNKNOWN_MODEL, oip_router
+from src.oip.schemas import (
     BYTES,
     CLASS_OUTPUT_METADATA,
     FP32,
@@ -29,11 +30,12 @@ from src.oip import (
     feature_rows,
     selected_outputs,
 )
-from src.proxy.backends import BackendResult, Backends
+from src.proxy.answers import required_failed, services_failed
+from src.proxy.backends import Backends
+from src.proxy.bodies import class_probabilities
 from src.proxy.dependencies import BackendsDep, SettingsDep
 from src.proxy.ensemble import best_labels
-from src.schemas import class_probabilities
-from src.web import BAD_TENSOR, UNKNOWN_MODEL, error_responses, oip_router
+from src.web import error_responses
 
 ENSEMBLE = "iris"
 SERVER_NAME = "iris-proxy"
@@ -59,16 +61,6 @@ async def _known_model(model_name: str, backends: BackendsDep) -> None:
 KNOWN_MODEL = [Depends(_known_model)]
 
 
-def _unavailable(error: str, results: dict[str, BackendResult]) -> JSONResponse:
-    return JSONResponse(
-        status_code=503,
-        content={
-            "error": error,
-            "services": {name: result.as_error_entry() for name, result in results.items()},
-        },
-    )
-
-
 async def _routed(
     backends: Backends,
     model_name: str,
@@ -87,7 +79,7 @@ async def _routed(
         model_name, method, path, content, expect=expect.model_validate
     )
     if not result.ok:
-        return _unavailable(f"service {model_name} failed", {model_name: result})
+        return services_failed(f"service {model_name} failed", {model_name: result})
     return Response(result.raw, media_type="application/json")
 
 
@@ -96,7 +88,7 @@ async def _ensemble_readiness(backends: Backends) -> JSONResponse | None:
     results = await backends.call_all("GET", "/v2/health/ready", expect=ServerReady.model_validate)
     if any(result.ok and result.body.ready for result in results.values()):
         return None
-    return _unavailable("no class service is ready", results)
+    return services_failed("no class service is ready", results, unusable="answered: not ready")
 
 
 @router.get("", response_model=ServerMetadata)
@@ -169,10 +161,10 @@ async def infer(
     )
     labels = best_labels(results, len(rows))
     if labels is None:
-        return _unavailable("every service failed", results)
+        return services_failed("every service failed", results)
     # HARD_DEPENDENCIES hold for the ensemble as for /predict/label.
-    if missing := backends.missing_required(set(results) - set(labels.unavailable)):
-        return _unavailable(f"required service failed: {', '.join(missing)}", results)
+    if failed := required_failed(backends, results, set(results) - set(labels.unavailable)):
+        return failed
     tensors = {
         "label": bytes_output("label", labels.labels),
         "proba": {"name": "proba", "datatype": FP32, "shape": [len(rows)], "data": labels.probas},

@@ -1,39 +1,34 @@
 """A class service: one binary ONNX classifier, chosen by MODE, behind /predict.
 
-Start with `python -m src.services` (MODE and PORT from the environment) or
-`uvicorn src.services.app:app --port 9101`.
+Start with `python -m src.services` (MODE and PORT from the environment).
 """
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from fastapi import APIRouter, FastAPI
 
-from fastapi import FastAPI
-
+from src import web
 from src.ml.predictor import Predictor
-from src.observability import configure_logging
-from src.schemas import SAMPLE_ROW, BinaryPrediction, HealthResponse, ValidRequest
+from src.oip.routing import include_oip_router
+from src.schemas import SAMPLE_ROW, BinaryPrediction, HealthResponse
 from src.services import v2
 from src.services.dependencies import PredictorDep, SettingsDep
-from src.services.model import load_service_predictor
 from src.settings import ServiceSettings
-from src.web import BODY_ERRORS, create_app
+from src.web import BODY_ERRORS, ValidRequest
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings = ServiceSettings()
-    configure_logging(settings.log_level, settings.log_format)
-    app.state.settings = settings
-    app.state.predictor = load_service_predictor(settings)
-    yield
+def create_app(settings: ServiceSettings, predictor: Predictor) -> FastAPI:
+    """A class service's app around its loaded model (nothing to open or close per process)."""
+    app = web.create_app(
+        "iris class service",
+        settings,
+        description="A binary classifier: [P(this class), P(not this class)] per row.",
+    )
+    app.state.predictor = predictor
+    app.include_router(router)
+    include_oip_router(app, v2.router)
+    return app
 
 
-app = create_app(
-    "iris class service",
-    lifespan,
-    description="A binary classifier: [P(this class), P(not this class)] per row.",
-)
-app.include_router(v2.router)
+router = APIRouter()
 
 
 def _binary_prediction(predictor: Predictor, rows) -> BinaryPrediction:
@@ -41,12 +36,12 @@ def _binary_prediction(predictor: Predictor, rows) -> BinaryPrediction:
     return BinaryPrediction(prediction=predictions[0], predictions=predictions)
 
 
-@app.get("/health", response_model=HealthResponse)
+@router.get("/health", response_model=HealthResponse)
 async def health() -> HealthResponse:
     return HealthResponse()
 
 
-@app.get("/metadata")
+@router.get("/metadata")
 async def metadata(settings: SettingsDep, predictor: PredictorDep) -> dict:
     return {
         "mode": settings.mode,
@@ -60,12 +55,12 @@ async def metadata(settings: SettingsDep, predictor: PredictorDep) -> dict:
     }
 
 
-@app.get("/predict/test", response_model=BinaryPrediction)
+@router.get("/predict/test", response_model=BinaryPrediction)
 async def predict_test(predictor: PredictorDep) -> BinaryPrediction:
     return _binary_prediction(predictor, [SAMPLE_ROW])
 
 
-@app.post("/predict", response_model=BinaryPrediction, responses=BODY_ERRORS)
+@router.post("/predict", response_model=BinaryPrediction, responses=BODY_ERRORS)
 async def predict(body: ValidRequest, predictor: PredictorDep) -> BinaryPrediction:
     # One vectorised call; small enough to run on the event loop without a thread hop.
     return _binary_prediction(predictor, body.as_array())

@@ -1,4 +1,4 @@
-"""What a class service's routes take from its lifespan (shared by app.py and v2.py)."""
+"""What a class service's routes take from its app (shared by app.py and v2.py)."""
 
 from typing import Annotated
 
@@ -6,14 +6,11 @@ from fastapi import Depends, Request
 
 from src.ml.predictor import Predictor
 from src.settings import ServiceSettings
+from src.web import get_settings
 
 
 async def get_predictor(request: Request) -> Predictor:
     return request.app.state.predictor
-
-
-async def get_settings(request: Request) -> ServiceSettings:
-    return request.app.state.settings
 
 
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]

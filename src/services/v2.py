@@ -6,7 +6,8 @@ The model takes `input` FP32 [-1, 4] and answers `probabilities` FP32 [-1, 2] =
 
 from fastapi import Depends, HTTPException, Request
 
-from src.oip import (
+from src.oip.routing import BAD_TENSOR, UNKNOWN_MODEL, oip_router
+from src.oip.schemas import (
     CLASS_OUTPUT_METADATA,
     INPUT_METADATA,
     InferenceRequest,
@@ -22,7 +23,6 @@ from src.oip import (
     selected_outputs,
 )
 from src.services.dependencies import PredictorDep, SettingsDep
-from src.web import BAD_TENSOR, UNKNOWN_MODEL, oip_router
 
 OUTPUT_NAME = CLASS_OUTPUT_METADATA.name
 SERVER_NAME = "iris-class-service"
@@ -53,7 +53,7 @@ async def live() -> ServerLive:
 
 @router.get("/health/ready", response_model=ServerReady)
 async def ready(predictor: PredictorDep) -> ServerReady:
-    # The lifespan loads the model before the first request, so a served request is ready.
+    # `__main__` loads the model before it serves, so a served request is ready.
     return ServerReady(ready=predictor.loaded)
 
 

@@ -1,6 +1,6 @@
 """The batch job: every `BATCH_WAIT_TIME` seconds, score every unscored item.
 
-`python -m src.task.job` loops forever; `--once` runs one pass and exits (cron, a
+`python -m src.task` loops forever; `--once` runs one pass and exits (cron, a
 Kubernetes CronJob). A pass hands chunks to a pool of `WORKER_THREADS` threads; each
 thread claims the next `CHUNK_SIZE` unscored items, scores them with one ONNX Runtime
 call (which releases the GIL) and writes their predictions with one bulk INSERT, all in
@@ -22,21 +22,20 @@ from sqlalchemy import Engine
 
 from src.db import queries
 from src.db.engine import create_db_engine, write_transaction
+from src.db.migrate import require_current_schema_when_reachable
 from src.db.retry import (
     DATABASE_DOWN_ERRORS,
     call_with_db_retry,
     is_lock_conflict,
-    require_current_schema_when_reachable,
 )
 from src.db.tables import PROBABILITY_COLUMNS
-from src.ml.predictor import ModelLoadError, Predictor
+from src.errors import ModelLoadError, or_exit
+from src.ml.predictor import Predictor
 from src.observability import configure_logging
 from src.schemas import SAMPLE_ROW
 from src.settings import JobSettings
-from src.startup import or_exit
 
-# By name: run as `python -m src.task.job`, __name__ would be "__main__".
-logger = logging.getLogger("src.task.job")
+logger = logging.getLogger(__name__)
 
 # A pass over a large backlog logs its progress this often.
 PROGRESS_LOG_SECONDS = 5.0
@@ -249,7 +248,3 @@ def main(argv: list[str] | None = None) -> None:
         logger.info("metrics on :%d/metrics", settings.metrics_port)
     run(settings, predictor, args.once, stop_event)
     logger.info("batch job exiting")
-
-
-if __name__ == "__main__":
-    main()

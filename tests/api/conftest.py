@@ -24,7 +24,7 @@ class RunningApi:
     client: httpx.Client
 
     def count_items(self) -> int:
-        from src.db.queries import count_items
+        from tests.batch_support import count_items
 
         return count_items(ready_engine(self.database_url))
 

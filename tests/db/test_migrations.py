@@ -14,7 +14,7 @@ from src.db import queries
 from src.db.engine import create_db_engine, write_transaction
 from src.db.migrate import SchemaError, downgrade, head_revision, require_current_schema, upgrade
 from src.db.tables import items, metadata, predictions
-from tests.batch_support import job_env, run_job_once
+from tests.batch_support import count_predictions, job_env, run_job_once
 from tests.db import legacy_schema
 
 ROW = [5.1, 3.5, 1.4, 0.2]
@@ -133,7 +133,7 @@ def test_a_database_of_the_release_before_migrations_is_upgraded_then_scored(
     log = run_job_once(processes, job_env(database_url, CHUNK_SIZE=500))
     assert sum(int(n) for n in PASS_DONE.findall(log)) == 1800
     assert queries.count_backlog(engine) == 0
-    assert queries.count_predictions(engine) == 3000
+    assert count_predictions(engine) == 3000
     # The old predictions are untouched, and new items continue the ids.
     assert _rows(engine, predictions)[:1200] == predictions_before
     assert queries.insert_items(engine, [ROW]) == [3001]
@@ -181,7 +181,7 @@ def test_downgrade_to_0001_and_back_keeps_every_row(database_url):
 
     downgrade(engine, "0001")
     assert "scored" not in {column["name"] for column in inspect(engine).get_columns("items")}
-    assert queries.count_predictions(engine) == 2
+    assert count_predictions(engine) == 2
     upgrade(engine)
     assert _rows(engine, items) == items_before
     with engine.connect() as connection:
@@ -220,7 +220,7 @@ def test_api_and_job_refuse_an_out_of_date_schema_with_one_line(database_url, pr
     found = revision or "empty (no tables)"
     for name, module_args, env in (
         ("api", ["src.api"], {"DATABASE_URL": database_url}),
-        ("job", ["src.task.job", "--once"], job_env(database_url)),
+        ("job", ["src.task", "--once"], job_env(database_url)),
     ):
         process = processes.start(name, module_args, env)
         assert process.popen.wait(60) == 2, process.log()

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from src.db import queries
 from src.db.engine import is_mysql, write_transaction
 from src.db.tables import items, predictions
-from tests.batch_support import ready_engine
+from tests.batch_support import count_predictions, ready_engine
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 
@@ -67,7 +67,7 @@ def test_claimed_chunks_follow_the_cursor_and_are_scored_once(database_url):
     assert _score(engine, after_id=0, limit=10) == list(range(21, 26))
     assert _score(engine, after_id=0, limit=10) == []
     assert queries.count_backlog(engine) == 0
-    assert queries.count_predictions(engine) == 25
+    assert count_predictions(engine) == 25
 
 
 def test_a_second_prediction_for_an_item_is_ignored(database_url):

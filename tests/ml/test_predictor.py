@@ -7,8 +7,9 @@ import pytest
 from skl2onnx import to_onnx
 from sklearn.linear_model import LogisticRegression
 
+from src.errors import ModelLoadError
 from src.ml import train
-from src.ml.predictor import ModelLoadError, Predictor, load_labels
+from src.ml.predictor import Predictor, load_labels
 from tests.processes import REPO_ROOT
 
 MULTICLASS = REPO_ROOT / "models" / train.MULTICLASS_MODEL

@@ -15,6 +15,8 @@ from src.db.engine import write_transaction
 from src.db.tables import predictions
 from tests.batch_support import (
     TcpRelay,
+    count_items,
+    count_predictions,
     job_env,
     mysql_connection,
     ready_engine,
@@ -37,7 +39,7 @@ def _assert_each_item_scored_once(engine, expected: int) -> None:
         rows, distinct_items = connection.execute(
             select(func.count(), func.count(predictions.c.item_id.distinct()))
         ).one()
-    assert queries.count_items(engine) == expected
+    assert count_items(engine) == expected
     assert rows == distinct_items == expected
 
 
@@ -78,7 +80,7 @@ def test_two_jobs_at_once_score_each_item_exactly_once(database_url, processes):
     engine = ready_engine(database_url)
     _seed(engine, 20_000)
     env = job_env(database_url, CHUNK_SIZE=250, WORKER_THREADS=2)
-    jobs = [processes.start(f"job-{index}", ["src.task.job", "--once"], env) for index in (1, 2)]
+    jobs = [processes.start(f"job-{index}", ["src.task", "--once"], env) for index in (1, 2)]
     for job in jobs:
         assert job.popen.wait(120) == 0, job.log()[-3000:]
     _assert_each_item_scored_once(engine, 20_000)
@@ -126,7 +128,7 @@ def _job_held_in_its_fifth_chunk(engine, mysql_url, processes, env, *job_args):
     """A job started over a seeded backlog, waiting on a lock inside its fifth chunk."""
     blocker = _seed_with_a_blocked_gap(engine, mysql_url)
     try:
-        job = processes.start("job", ["src.task.job", *job_args], env)
+        job = processes.start("job", ["src.task", *job_args], env)
         wait_for(lambda: _job_waits_on_a_lock(mysql_url), 60, "the job to wait in its fifth chunk")
         yield job
     finally:
@@ -142,7 +144,7 @@ def test_sigkill_mid_pass_then_rerun_scores_each_item_once(mysql_url, processes)
         job.signal(signal.SIGKILL)
         job.popen.wait(10)
     # Whole chunks or nothing: four chunks and the two seeded rows, none of the killed chunk.
-    assert queries.count_predictions(engine) == 402
+    assert count_predictions(engine) == 402
 
     run_job_once(processes, env)
     _assert_each_item_scored_once(engine, 1000)
@@ -157,14 +159,14 @@ def test_sigterm_finishes_the_current_chunk_and_exits_0(mysql_url, processes):
         wait_for_log(job, "finishing the chunks in flight")
     assert job.popen.wait(30) == 0, job.log()[-3000:]
     # The chunk in flight (401..501) was finished, and no new one was started.
-    assert queries.count_predictions(engine) == 502
+    assert count_predictions(engine) == 502
     assert "pass done: 500 items scored" in job.log()
     assert "(stopped early)" in job.log()
 
 
 def test_sigterm_while_waiting_exits_0(database_url, processes):
     ready_engine(database_url)
-    job = processes.start("job", ["src.task.job"], job_env(database_url))
+    job = processes.start("job", ["src.task"], job_env(database_url))
     wait_for_log(job, "pass done")
     job.signal(signal.SIGTERM)
     assert job.popen.wait(15) == 0, job.log()[-3000:]
@@ -182,7 +184,7 @@ def test_metrics_show_the_backlog_drained(database_url, processes):
     _seed(engine, 300)
     port = free_port()
     job = processes.start(
-        "job", ["src.task.job"], job_env(database_url, METRICS_PORT=port, BATCH_WAIT_TIME=0.2)
+        "job", ["src.task"], job_env(database_url, METRICS_PORT=port, BATCH_WAIT_TIME=0.2)
     )
 
     def scraped() -> str | None:
@@ -201,7 +203,7 @@ def test_metrics_show_the_backlog_drained(database_url, processes):
 
 def test_missing_model_stops_start_up_with_one_line(database_url, processes):
     env = job_env(database_url, MODEL_FILEPATH="models/missing.onnx")
-    job = processes.start("job", ["src.task.job", "--once"], env)
+    job = processes.start("job", ["src.task", "--once"], env)
     assert job.popen.wait(30) == 2
     assert "job: cannot start: model file not found: models/missing.onnx" in job.log()
     assert "Traceback" not in job.log()
@@ -217,7 +219,7 @@ def test_database_outage_gives_503_and_the_job_catches_up(mysql_url, processes):
             hide_password=False
         )
         api = processes.start_http("api", ["src.api"], {"DATABASE_URL": relayed_url})
-        job = processes.start("job", ["src.task.job"], job_env(relayed_url, BATCH_WAIT_TIME=0.3))
+        job = processes.start("job", ["src.task"], job_env(relayed_url, BATCH_WAIT_TIME=0.3))
         client = httpx.Client(base_url=api.base_url, timeout=30)
         (item_id,) = client.post("/predict", json={"data": [[5.1, 3.5, 1.4, 0.2]]}).json()["ids"]
         wait_for(lambda: client.get(f"/predict/id/{item_id}").json()["prediction"], 30, "scoring")

@@ -1,4 +1,7 @@
-"""Start-up failures as one clear line instead of a traceback."""
+"""Start-up errors, told as one clear line instead of a traceback.
+
+Imported by `db`, `ml` and every process, so it imports neither ONNX Runtime nor the database.
+"""
 
 import sys
 from collections.abc import Callable
@@ -6,9 +9,11 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
-from src.ml.predictor import ModelLoadError
-
 T = TypeVar("T")
+
+
+class ModelLoadError(RuntimeError):
+    """The model or label file is missing or unusable; raised at start-up, never per request."""
 
 
 class StartupError(RuntimeError):

@@ -1,8 +1,9 @@
-"""Which model a class service loads, and the start-up checks on it."""
+"""What MODE decides for a class service: its class, its model file and its default port."""
 
 import logging
 
-from src.ml.predictor import ModelLoadError, Predictor, load_labels
+from src.errors import ModelLoadError
+from src.ml.predictor import Predictor, load_labels
 from src.settings import FIRST_SERVICE_PORT, ServiceSettings
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,85 @@
+"""The Open Inference Protocol's routing: a bad request is a 400 there, never a 422."""
+
+import json
+from collections.abc import Callable
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from fastapi.routing import APIRoute, iter_route_contexts
+
+from src.oip.schemas import BINARY_HEADER
+from src.web import error_response, error_responses, validation_error_response
+
+BINARY_NOT_SUPPORTED = (
+    "binary tensor data is not supported here: send the tensors as JSON "
+    "(tritonclient: set_data_from_numpy(array, binary_data=False), and "
+    "InferRequestedOutput(name, binary_data=False))"
+)
+
+
+class OipRoute(APIRoute):
+    """A route of the Open Inference Protocol: a request that does not parse is a 400 there."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def oip_handler(request: Request) -> Response:
+            if BINARY_HEADER in request.headers:
+                return error_response(400, BINARY_NOT_SUPPORTED)
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                return validation_error_response(request, exc, 400)
+
+        return oip_handler
+
+
+def include_oip_router(app: FastAPI, router: APIRouter) -> None:
+    """Serve the protocol's routes on `app`, and document them as they answer (no 422s)."""
+    app.include_router(router)
+    app.openapi = _drop_oip_422s(app)
+
+
+def _drop_oip_422s(app: FastAPI) -> Callable[[], dict]:
+    """app.openapi without the 422 FastAPI adds to every route with parameters.
+
+    An OipRoute never answers 422 (see above), and FastAPI has no switch for that.
+    """
+    build = app.openapi
+
+    def openapi() -> dict:
+        schema = build()
+        # Included routers' routes are reached through FastAPI's route contexts.
+        for route in iter_route_contexts(app.routes):
+            if isinstance(route.original_route, OipRoute) and route.include_in_schema:
+                operations = schema["paths"][route.path_format]
+                for method in route.methods:
+                    operations[method.lower()]["responses"].pop("422", None)
+        schemas = schema.get("components", {}).get("schemas", {})
+        if "#/components/schemas/HTTPValidationError" not in json.dumps(schema["paths"]):
+            schemas.pop("HTTPValidationError", None)
+            schemas.pop("ValidationError", None)
+        return schema
+
+    return openapi
+
+
+UNKNOWN_MODEL = error_responses(404, descriptions={404: "no model of that name here"})
+BAD_TENSOR = error_responses(
+    400, descriptions={400: "not an inference request this model takes; `error` says why"}
+)
+
+
+def oip_router() -> APIRouter:
+    """The /v2 router of a class service or the proxy: OipRoute's 400s for every bad request.
+
+    strict_content_type=False: a client that sends no Content-Type (the protocol names none)
+    still has its body read as JSON.
+    """
+    return APIRouter(
+        prefix="/v2",
+        route_class=OipRoute,
+        strict_content_type=False,
+        tags=["Open Inference Protocol v2"],
+    )
