@@ -1,7 +1,7 @@
 """Benchmark of the batch pattern against MySQL/MariaDB (`make bench-batch`).
 
 In one fresh database: registers ITEMS items through the real API process (POSTs of
-10,000 rows), times one `python -m src.task.job --once` pass over them, and compares it
+10,000 rows), times one `python -m src.task --once` pass over them, and compares it
 with, in the same run:
 - the floor: what the database needs with plain pymysql to read those rows and
   bulk-insert as many prediction rows (no model, no SQLAlchemy, no claiming);
@@ -9,7 +9,7 @@ with, in the same run:
   on a sample.
 
 Then the history scenario (skip it with --history-items 0), each job figure one
-`python -m src.task.job --once` (wall time, start-up included, median of --repeats):
+`python -m src.task --once` (wall time, start-up included, median of --repeats):
 - an empty pass and a pass over 10,000 new items, in a fresh database and again after
   --history-items (1,000,000) scored items were seeded with bulk INSERT ... SELECTs;
 - the first pages of /data/unpredicted and /data/predicted through the API at that
@@ -127,7 +127,7 @@ def run_job_once(database_url: str, threads: int, chunk_size: int, log_dir: Path
         "CHUNK_SIZE": str(chunk_size),
     }
     started = time.perf_counter()
-    job = Process("job", ["src.task.job", "--once"], env, log_dir)
+    job = Process("job", ["src.task", "--once"], env, log_dir)
     _, status, usage = os.wait4(job.popen.pid, 0)
     process_seconds = time.perf_counter() - started
     job.popen.returncode = os.waitstatus_to_exitcode(status)

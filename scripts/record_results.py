@@ -173,10 +173,10 @@ def batch_scenarios(
     ).json()
     first = registered["id"]
     recorder.call("Before the job's pass", "API", api.base_url, "GET", f"/predict/id/{first}")
-    job = starter.start(f"job-{database}", ["src.task.job", "--once"], {**env, "METRICS_PORT": "0"})
+    job = starter.start(f"job-{database}", ["src.task", "--once"], {**env, "METRICS_PORT": "0"})
     exit_code = job.popen.wait(120)
     pass_lines = [line for line in job.log().splitlines() if "pass" in line.lower()]
-    recorder.note(f"`python -m src.task.job --once` exited {exit_code}; its log said:")
+    recorder.note(f"`python -m src.task --once` exited {exit_code}; its log said:")
     recorder.lines += ["```text", *pass_lines[-3:], "```", ""]
     for item_id in registered["ids"]:
         recorder.call(
