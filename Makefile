@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 VENV_PY := $(VENV)/bin/python
-RUNTIME_STAMP := $(VENV)/.runtime-installed
+RUN_STAMP := $(VENV)/.run-installed
 DEV_STAMP := $(VENV)/.dev-installed
 
 .PHONY: run test test-compose compose-plugin base-images lint models bench-proxy bench-batch bench-compose results clean
@@ -11,21 +11,23 @@ $(VENV_PY):
 	$(PYTHON) -m venv $(VENV)
 	$(VENV_PY) -m pip install --quiet --upgrade pip
 
-$(RUNTIME_STAMP): requirements.txt | $(VENV_PY)
-	$(VENV_PY) -m pip install --quiet -r requirements.txt
+# The runtime and `make run`'s runner (honcho, pyyaml); the images install requirements.txt only.
+$(RUN_STAMP): requirements.txt requirements-run.txt | $(VENV_PY)
+	$(VENV_PY) -m pip install --quiet -r requirements-run.txt
 	touch $@
 
-$(DEV_STAMP): requirements.txt requirements-dev.txt | $(VENV_PY)
+$(DEV_STAMP): requirements.txt requirements-run.txt requirements-dev.txt | $(VENV_PY)
 	$(VENV_PY) -m pip install --quiet -r requirements-dev.txt
-	touch $(RUNTIME_STAMP) $@
+	touch $(RUN_STAMP) $@
 
 ## Start every process of the suite (Ctrl-C stops them all).
-run: $(RUNTIME_STAMP)
-	$(VENV_PY) scripts/run_suite.py
+run: $(RUN_STAMP)
+	$(VENV_PY) -m scripts.run_suite
 
-## Lint and run the whole test suite.
+## Lint, check formatting and run the whole test suite.
 test: $(DEV_STAMP)
 	$(VENV_PY) -m ruff check .
+	$(VENV_PY) -m ruff format --check .
 	$(VENV_PY) -m pytest $(PYTEST_ARGS)
 
 ## Only the compose tier: build the images, start the stack in Docker, break it on purpose.
@@ -40,7 +42,7 @@ compose-plugin: $(DEV_STAMP)
 
 ## The base images of the Dockerfiles and compose file: local, pulled, or stand-ins built here.
 base-images: $(DEV_STAMP)
-	$(VENV_PY) scripts/base_images.py
+	$(VENV_PY) -m scripts.base_images
 
 lint: $(DEV_STAMP)
 	$(VENV_PY) -m ruff check .
@@ -52,16 +54,16 @@ models: $(DEV_STAMP)
 
 ## Run the documented scenarios for real and write TEST_RESULTS.md.
 results: $(DEV_STAMP)
-	$(VENV_PY) scripts/record_results.py
+	$(VENV_PY) -m scripts.record_results
 
 bench-proxy: $(DEV_STAMP)
-	$(VENV_PY) bench/bench_proxy.py $(BENCH_ARGS)
+	$(VENV_PY) -m bench.bench_proxy $(BENCH_ARGS)
 
 bench-batch: $(DEV_STAMP)
-	$(VENV_PY) bench/bench_batch.py $(BENCH_ARGS)
+	$(VENV_PY) -m bench.bench_batch $(BENCH_ARGS)
 
 bench-compose: $(DEV_STAMP)
-	$(VENV_PY) bench/bench_compose.py $(BENCH_ARGS)
+	$(VENV_PY) -m bench.bench_compose $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache data

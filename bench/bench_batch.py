@@ -25,10 +25,7 @@ MYSQL_USER/MYSQL_PASSWORD (default 127.0.0.1:3306, root, no password). The datab
 import argparse
 import os
 import re
-import signal
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -37,15 +34,12 @@ import httpx
 import numpy as np
 from sqlalchemy.engine import URL, make_url
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
-
-from src.db import queries  # noqa: E402
-from src.db.engine import create_db_engine, write_transaction  # noqa: E402
-from src.db.migrate import upgrade  # noqa: E402
-from src.ml.predictor import Predictor  # noqa: E402
-from tests.mysql_server import connect, mysql_server_url  # noqa: E402
-from tests.processes import free_port, wait_until_healthy  # noqa: E402
+from src.db import queries
+from src.db.engine import create_db_engine, write_transaction
+from src.db.migrate import upgrade
+from src.ml.predictor import Predictor
+from tooling.mysql_server import connect, mysql_server_url
+from tooling.processes import REPO_ROOT, ProcessStarter, free_port, wait_until_healthy
 
 PASS_DONE = re.compile(r"pass done: (\d+) items scored in ([\d.]+)s")
 NOTHING_TO_SCORE = re.compile(r"pass done: nothing to score \(([\d.]+)s\)")
@@ -66,46 +60,16 @@ def server_url() -> URL:
     return mysql_server_url()
 
 
-class Process:
-    """A suite process started the way the compose file starts it, logging to a file."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path):
-        self.log_path = log_dir / f"{name}.log"
-        with self.log_path.open("wb") as log_file:
-            self.popen = subprocess.Popen(
-                [sys.executable, "-m", *args],
-                cwd=REPO_ROOT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGTERM)
-            self.popen.wait(15)
-
-
 def register_through_api(database_url: str, items: int, rows_per_post: int, log_dir: Path):
     """POST `items` rows in requests of `rows_per_post`; the seconds each POST took."""
-    port = free_port()
-    api = Process("api", ["src.api"], {"DATABASE_URL": database_url, "PORT": str(port)}, log_dir)
-
-    class _Health:  # what wait_until_healthy needs of a process
-        name = "api"
-        base_url = f"http://127.0.0.1:{port}"
-        alive = staticmethod(lambda: api.popen.poll() is None)
-        log = staticmethod(api.log)
-
+    api = ProcessStarter(log_dir).start(
+        "api", ["src.api"], {"DATABASE_URL": database_url}, port=free_port()
+    )
     try:
-        wait_until_healthy(_Health, timeout=60)
+        wait_until_healthy(api, timeout=60)
         rng = np.random.default_rng(0)
         seconds = []
-        with httpx.Client(base_url=_Health.base_url, timeout=60) as client:
+        with httpx.Client(base_url=api.base_url, timeout=60) as client:
             for _ in range(items // rows_per_post):
                 body = {"data": rng.uniform(0.1, 8, size=(rows_per_post, 4)).round(2).tolist()}
                 started = time.perf_counter()
@@ -127,7 +91,7 @@ def run_job_once(database_url: str, threads: int, chunk_size: int, log_dir: Path
         "CHUNK_SIZE": str(chunk_size),
     }
     started = time.perf_counter()
-    job = Process("job", ["src.task", "--once"], env, log_dir)
+    job = ProcessStarter(log_dir).start("job", ["src.task", "--once"], env)
     _, status, usage = os.wait4(job.popen.pid, 0)
     process_seconds = time.perf_counter() - started
     job.popen.returncode = os.waitstatus_to_exitcode(status)
@@ -268,19 +232,11 @@ def median_job_runs(url: str, args, repeats: int, new_items: int) -> tuple[float
 
 def time_first_pages(url: str, log_dir: Path, repeats: int) -> dict[str, tuple[float, float]]:
     """(first, median of the rest) seconds of the first page of each state, through the API."""
-    port = free_port()
-    api = Process("api", ["src.api"], {"DATABASE_URL": url, "PORT": str(port)}, log_dir)
-
-    class _Health:
-        name = "api"
-        base_url = f"http://127.0.0.1:{port}"
-        alive = staticmethod(lambda: api.popen.poll() is None)
-        log = staticmethod(api.log)
-
+    api = ProcessStarter(log_dir).start("api", ["src.api"], {"DATABASE_URL": url}, port=free_port())
     figures = {}
     try:
-        wait_until_healthy(_Health, timeout=60)
-        with httpx.Client(base_url=_Health.base_url, timeout=60) as client:
+        wait_until_healthy(api, timeout=60)
+        with httpx.Client(base_url=api.base_url, timeout=60) as client:
             for scope in ("unpredicted", "predicted"):
                 seconds = []
                 for _ in range(repeats + 1):

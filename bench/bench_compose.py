@@ -13,18 +13,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from scripts.base_images import (  # noqa: E402
+from scripts.base_images import (
     MYSQL_IMAGE,
     PYTHON_IMAGE,
     STANDIN_LABEL,
     image_labels,
 )
-from tests.compose.conftest import project_settings  # noqa: E402
-from tests.compose.project import (  # noqa: E402
+from tooling.compose_project import (
     ComposeProject,
     docker_config_with_compose,
     docker_engine_problem,
+    project_settings,
 )
 
 IMAGE_TAG = "compose-bench"
@@ -44,7 +43,7 @@ def main() -> int:
     if problem := docker_engine_problem():
         print(f"bench_compose: {problem}")
         return 1
-    subprocess.run([sys.executable, "scripts/base_images.py"], check=True)
+    subprocess.run([sys.executable, "-m", "scripts.base_images"], check=True)
     with tempfile.TemporaryDirectory(prefix="bench-compose-") as directory:
         settings = {**project_settings(), "IMAGE_TAG": IMAGE_TAG}
         env_file = Path(directory) / "bench.env"

@@ -6,7 +6,7 @@ concurrency 1 and 32 to each and prints p50/p99 latency, requests/s and errors; 
 CPU each request costs (utime + stime from /proc of every process involved, at
 concurrency 8), the proxy's floors (its CPU per GET /health and per GET /health/all) and
 the latency of one 10,000-row request, proxied and direct.
-Run: `make bench-proxy` (or `python bench/bench_proxy.py --requests 2000`);
+Run: `make bench-proxy` (or `python -m bench.bench_proxy --requests 2000`);
 `--scenario client` compares the fan-out's HTTP clients, `--scenario hung` a hung service.
 """
 
@@ -29,10 +29,9 @@ import httpx
 import orjson
 import uvloop
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # The test harness already starts suite processes on free ports and stops them.
-from src.proxy.backends import create_session  # noqa: E402
-from tests.processes import ProcessStarter, free_port, wait_until_healthy  # noqa: E402
+from src.proxy.backends import create_session
+from tooling.processes import ProcessStarter, free_port, wait_until_healthy
 
 CLASSES = ("setosa", "versicolor", "virginica")
 BODY = {"data": [[6.5, 3.0, 5.5, 1.8]]}

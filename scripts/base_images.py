@@ -1,6 +1,6 @@
 """Make sure the base images the Dockerfiles and the compose file name exist locally.
 
-`python scripts/base_images.py` (or `make base-images`): for each of python:3.11-slim-bookworm
+`python -m scripts.base_images` (or `make base-images`): for each of python:3.11-slim-bookworm
 and mysql:8.0, use the local image if there is one, else `docker pull` it, and only when
 the pull fails (no registry reachable) build a STAND-IN under the same name:
 

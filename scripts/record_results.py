@@ -24,10 +24,9 @@ import httpx
 import pymysql
 from sqlalchemy.engine import URL
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # The test harness already starts suite processes on free ports and stops them.
-from tests.mysql_server import connect, mysql_server_url  # noqa: E402
-from tests.processes import (  # noqa: E402
+from tooling.mysql_server import connect, mysql_server_url
+from tooling.processes import (
     REPO_ROOT,
     ProcessStarter,
     start_horizontal_suite,

@@ -11,7 +11,6 @@ Ctrl-C or SIGTERM stops every process (honcho kills their process groups).
 """
 
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -24,11 +23,11 @@ from pathlib import Path
 import yaml
 from honcho.manager import Manager
 
+from tooling.compose_variables import interpolate
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 READY_TIMEOUT_SECONDS = 90
-# ${VAR}, ${VAR:-default} (default when unset or empty), ${VAR-default} (when unset).
-_VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:?-)(?P<default>[^}]*))?\}")
 
 
 @dataclass(frozen=True)
@@ -47,21 +46,6 @@ class LocalProcess:
         if self.env.get("METRICS_PORT", "0") != "0":
             return f"http://127.0.0.1:{self.env['METRICS_PORT']}/metrics"
         return None
-
-
-def interpolate(value: str, environ: dict[str, str]) -> str:
-    """Compose-style variable substitution."""
-
-    def substitute(match: re.Match) -> str:
-        name, op, default = match["name"], match["op"], match["default"] or ""
-        current = environ.get(name)
-        if op == ":-" and not current:
-            return default
-        if op == "-" and current is None:
-            return default
-        return current or ""
-
-    return _VARIABLE.sub(substitute, value).replace("$$", "$")
 
 
 def load_processes(

@@ -23,8 +23,8 @@ from sqlalchemy.engine import URL, make_url
 from src.db.engine import create_db_engine
 from src.db.migrate import upgrade
 from src.db.tables import items, predictions
-from tests.mysql_server import connect, mysql_server_url
-from tests.processes import ProcessStarter, RunningProcess
+from tooling.mysql_server import connect, mysql_server_url
+from tooling.processes import ProcessStarter, RunningProcess
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Iris samples whose class is not in doubt: (row, label).

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.processes import ProcessStarter, start_horizontal_suite
+from tooling.processes import ProcessStarter, start_horizontal_suite
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.batch_support import ready_engine, sqlite_url
-from tests.processes import ProcessStarter
+from tooling.processes import ProcessStarter
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 ST = Path(sys.executable).with_name("st")

@@ -7,7 +7,7 @@ import httpx
 
 from tests.batch_support import wait_for_log
 from tests.metrics import metric_value
-from tests.processes import CLASSES
+from tooling.processes import CLASSES
 
 ROW = {"data": [[5.1, 3.5, 1.4, 0.2]]}
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from src.ml.predictor import Predictor
-from tests.processes import REPO_ROOT
+from tooling.processes import REPO_ROOT
 
 DOCUMENT = REPO_ROOT / "TEST_RESULTS.md"
 MODELS = REPO_ROOT / "models"

@@ -14,7 +14,7 @@ from tests.batch_support import (  # noqa: F401
     ready_engine,
     sqlite_url,
 )
-from tests.processes import ProcessStarter, RunningProcess
+from tooling.processes import ProcessStarter, RunningProcess
 
 
 @dataclass

@@ -12,14 +12,13 @@ import sys
 
 import pytest
 
-from tests.compose.project import (
+from tooling.compose_project import (
     ComposeProject,
     docker_config_with_compose,
     docker_engine_problem,
+    project_settings,
 )
-from tests.processes import REPO_ROOT, free_port
-
-PUBLISHED_PORTS = ("API_PORT", "PROXY_PORT", "SETOSA_PORT", "VERSICOLOR_PORT", "VIRGINICA_PORT")
+from tooling.processes import REPO_ROOT
 
 
 def _require_docker() -> None:
@@ -33,7 +32,7 @@ def _require_docker() -> None:
 
 def _ensure_base_images() -> None:
     result = subprocess.run(
-        [sys.executable, "scripts/base_images.py"],
+        [sys.executable, "-m", "scripts.base_images"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -42,25 +41,6 @@ def _ensure_base_images() -> None:
     print(result.stdout)
     if result.returncode != 0:
         pytest.fail(f"scripts/base_images.py failed:\n{result.stdout}\n{result.stderr[-3000:]}")
-
-
-def project_settings() -> dict[str, str]:
-    """The env file of the test project: free host ports, fresh passwords, quick passes."""
-    settings = {name: str(free_port()) for name in PUBLISHED_PORTS}
-    settings.update(
-        MYSQL_ROOT_PASSWORD=secrets.token_hex(8),
-        MYSQL_PASSWORD=secrets.token_hex(8),
-        MYSQL_USER="user",
-        MYSQL_DATABASE="sample_db",
-        # Passes every second, so the stack suite's batch test is scored quickly, and small
-        # chunks on two threads, so a pass over 100,000 items lasts long enough to be killed.
-        BATCH_WAIT_TIME="1",
-        CHUNK_SIZE="500",
-        WORKER_THREADS="2",
-        # Its own tag: the developer's ml-serving-patterns/*:latest images stay as they are.
-        IMAGE_TAG="compose-test",
-    )
-    return settings
 
 
 @pytest.fixture(scope="module")

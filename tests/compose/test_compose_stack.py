@@ -14,8 +14,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.compose.project import BUILT_SERVICES, WARNING_LINE
-from tests.processes import REPO_ROOT, clean_environment
+from tooling.compose_project import BUILT_SERVICES, WARNING_LINE
+from tooling.processes import REPO_ROOT, clean_environment
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1200)]
 

@@ -14,8 +14,6 @@ from tests.deploy.deployment import (
     built_services,
     compose,
     http_services,
-    interpolate,
-    interpolate_all,
     module_path,
     python_module,
     raw_compose,
@@ -23,9 +21,9 @@ from tests.deploy.deployment import (
     settings_class,
     settings_env_names,
     unread_env_names,
-    variables_used,
 )
 from tests.deploy.healthcheck import assert_checks_health
+from tooling.compose_variables import interpolate, interpolate_all, variables_used
 
 EXPECTED_SERVICES = {
     "mysql",

@@ -36,6 +36,7 @@ NEVER_IN_CONTEXT = [
     "tests/deploy/test_dockerfiles.py",
     "data/items.sqlite3",
     "bench/bench_proxy.py",
+    "tooling/processes.py",
     "src/__pycache__/settings.cpython-311.pyc",
     "src/services/__pycache__/app.cpython-311.pyc",
     ".env",

@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from src.errors import ModelLoadError
 from src.ml import train
 from src.ml.predictor import Predictor, load_labels
-from tests.processes import REPO_ROOT
+from tooling.processes import REPO_ROOT
 
 MULTICLASS = REPO_ROOT / "models" / train.MULTICLASS_MODEL
 

@@ -7,7 +7,7 @@ import pytest
 
 from src.ml import train
 from src.ml.predictor import Predictor
-from tests.processes import REPO_ROOT
+from tooling.processes import REPO_ROOT
 
 MODELS = REPO_ROOT / "models"
 CLASSIC_SAMPLES = {

@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 
 from src.proxy.backends import create_session
-from tests.processes import free_port
 from tests.stub_servers import stub_http_server
+from tooling.processes import free_port
 
 
 class _EchoHandler(BaseHTTPRequestHandler):

@@ -9,8 +9,8 @@ import pytest
 
 from tests.bad_inputs import BAD_BODIES, BAD_BODY_IDS, JSON_HEADERS
 from tests.batch_support import wait_for_log
-from tests.processes import CLASSES
 from tests.stub_servers import stub_http_server
+from tooling.processes import CLASSES
 
 SAMPLES = {
     "setosa": [5.1, 3.5, 1.4, 0.2],

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from tests.metrics import metric_value
-from tests.processes import CLASSES, start_horizontal_suite
 from tests.stub_servers import stub_http_server
+from tooling.processes import CLASSES, start_horizontal_suite
 
 ROW = [6.5, 3.0, 5.5, 1.8]
 TIMEOUT = 1.0

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import yaml
 
-from scripts.run_suite import COMPOSE_FILE, interpolate, load_processes
-from tests.processes import REPO_ROOT, port_is_free
+from scripts.run_suite import COMPOSE_FILE, load_processes
 from tests.stack.runner import PORT_VARIABLES, READY_LINE, start_runner, stop_runner
+from tooling.compose_variables import interpolate
+from tooling.processes import REPO_ROOT, port_is_free
 
 COMPOSE = yaml.safe_load(COMPOSE_FILE.read_text())
 BUILT_SERVICES = [name for name, service in COMPOSE["services"].items() if "build" in service]

@@ -10,7 +10,7 @@ import pytest
 from src.settings import CommonSettings, ProxySettings
 from tests.bad_inputs import BAD_BODIES, BAD_BODY_IDS, JSON_HEADERS
 from tests.batch_support import wait_for_log
-from tests.processes import ProcessStarter, port_is_free, wait_until_healthy
+from tooling.processes import ProcessStarter, port_is_free, wait_until_healthy
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.processes import REPO_ROOT, clean_environment, free_port
+from tooling.processes import REPO_ROOT, clean_environment, free_port
 
 READY_LINE = "every process is ready"
 PORT_VARIABLES = (
@@ -46,7 +46,7 @@ def start_runner(tmp_path: Path, extra_env: dict[str, str] | None = None) -> Sta
     log_path = tmp_path / "run_suite.log"
     with log_path.open("wb") as log:
         runner = subprocess.Popen(
-            [sys.executable, "scripts/run_suite.py"],
+            [sys.executable, "-m", "scripts.run_suite"],
             cwd=REPO_ROOT,
             env=env,
             stdout=log,

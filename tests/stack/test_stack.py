@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from tests.bad_inputs import BAD_BODIES, BAD_BODY_IDS, JSON_HEADERS
-from tests.processes import CLASSES
+from tooling.processes import CLASSES
 
 SAMPLES = {
     "setosa": [5.1, 3.5, 1.4, 0.2],

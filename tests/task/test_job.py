@@ -24,7 +24,7 @@ from tests.batch_support import (
     wait_for,
     wait_for_log,
 )
-from tests.processes import free_port
+from tooling.processes import free_port
 
 PASS_DONE = re.compile(r"pass done: (\d+) items scored")
 

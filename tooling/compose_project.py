@@ -10,6 +10,7 @@ is the pinned one, found through a Docker config folder of the tests' own.
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import time
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 
-from tests.processes import REPO_ROOT
+from tooling.processes import REPO_ROOT, free_port
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 # Our containers (built from this repo) as opposed to the database's.
@@ -169,3 +170,25 @@ class ComposeProject:
             "networks": self.docker("network", "ls", "--quiet", "--filter", label).split(),
             "volumes": self.docker("volume", "ls", "--quiet", "--filter", label).split(),
         }
+
+
+PUBLISHED_PORTS = ("API_PORT", "PROXY_PORT", "SETOSA_PORT", "VERSICOLOR_PORT", "VIRGINICA_PORT")
+
+
+def project_settings() -> dict[str, str]:
+    """The env file of the test project: free host ports, fresh passwords, quick passes."""
+    settings = {name: str(free_port()) for name in PUBLISHED_PORTS}
+    settings.update(
+        MYSQL_ROOT_PASSWORD=secrets.token_hex(8),
+        MYSQL_PASSWORD=secrets.token_hex(8),
+        MYSQL_USER="user",
+        MYSQL_DATABASE="sample_db",
+        # Passes every second, so the stack suite's batch test is scored quickly, and small
+        # chunks on two threads, so a pass over 100,000 items lasts long enough to be killed.
+        BATCH_WAIT_TIME="1",
+        CHUNK_SIZE="500",
+        WORKER_THREADS="2",
+        # Its own tag: the developer's ml-serving-patterns/*:latest images stay as they are.
+        IMAGE_TAG="compose-test",
+    )
+    return settings

@@ -1,0 +1,1 @@
+"""Run from the repository root as modules: `python -m scripts.<name>`."""
