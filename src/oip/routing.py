@@ -8,7 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute, iter_route_contexts
 
-from src.oip.schemas import BINARY_HEADER
+from src.oip.schemas import BINARY_HEADER, ServerLive, ServerMetadata
 from src.web import error_response, error_responses, validation_error_response
 
 BINARY_NOT_SUPPORTED = (
@@ -71,15 +71,26 @@ BAD_TENSOR = error_responses(
 )
 
 
-def oip_router() -> APIRouter:
+def oip_router(server_name: str) -> APIRouter:
     """The /v2 router of a class service or the proxy: OipRoute's 400s for every bad request.
 
-    strict_content_type=False: a client that sends no Content-Type (the protocol names none)
-    still has its body read as JSON.
+    It answers the server's metadata and liveness, the same wherever it is served; the
+    caller adds readiness and the model routes. strict_content_type=False: a client that
+    sends no Content-Type (the protocol names none) still has its body read as JSON.
     """
-    return APIRouter(
+    router = APIRouter(
         prefix="/v2",
         route_class=OipRoute,
         strict_content_type=False,
         tags=["Open Inference Protocol v2"],
     )
+
+    @router.get("", response_model=ServerMetadata)
+    async def server_metadata(request: Request) -> ServerMetadata:
+        return ServerMetadata(name=server_name, version=request.app.version, extensions=[])
+
+    @router.get("/health/live", response_model=ServerLive)
+    async def live() -> ServerLive:
+        return ServerLive(live=True)
+
+    return router

@@ -7,7 +7,7 @@ v2 routes.
 """
 
 import orjson
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
@@ -21,8 +21,6 @@ from src.oip.schemas import (
     InferenceResponse,
     ModelMetadata,
     ModelReady,
-    ServerLive,
-    ServerMetadata,
     ServerReady,
     TensorError,
     TensorMetadata,
@@ -46,7 +44,7 @@ ENSEMBLE_OUTPUTS = [
 UNAVAILABLE = error_responses(
     503, descriptions={503: "the service(s) this model needs failed; `services` says why"}
 )
-router = oip_router()
+router = oip_router(SERVER_NAME)
 
 
 async def _known_model(model_name: str, backends: BackendsDep) -> None:
@@ -89,16 +87,6 @@ async def _ensemble_readiness(backends: Backends) -> JSONResponse | None:
     if any(result.ok and result.body.ready for result in results.values()):
         return None
     return services_failed("no class service is ready", results, unusable="answered: not ready")
-
-
-@router.get("", response_model=ServerMetadata)
-async def server_metadata(request: Request) -> ServerMetadata:
-    return ServerMetadata(name=SERVER_NAME, version=request.app.version, extensions=[])
-
-
-@router.get("/health/live", response_model=ServerLive)
-async def live() -> ServerLive:
-    return ServerLive(live=True)
 
 
 @router.get(

@@ -4,7 +4,7 @@ The model takes `input` FP32 [-1, 4] and answers `probabilities` FP32 [-1, 2] =
 [P(class), P(not class)] per row, the same numbers as POST /predict.
 """
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException
 
 from src.oip.routing import BAD_TENSOR, UNKNOWN_MODEL, oip_router
 from src.oip.schemas import (
@@ -14,8 +14,6 @@ from src.oip.schemas import (
     InferenceResponse,
     ModelMetadata,
     ModelReady,
-    ServerLive,
-    ServerMetadata,
     ServerReady,
     TensorError,
     feature_rows,
@@ -26,7 +24,7 @@ from src.services.dependencies import PredictorDep, SettingsDep
 
 OUTPUT_NAME = CLASS_OUTPUT_METADATA.name
 SERVER_NAME = "iris-class-service"
-router = oip_router()
+router = oip_router(SERVER_NAME)
 
 
 async def _known_model(model_name: str, settings: SettingsDep) -> None:
@@ -39,16 +37,6 @@ async def _known_model(model_name: str, settings: SettingsDep) -> None:
 
 
 KNOWN_MODEL = [Depends(_known_model)]
-
-
-@router.get("", response_model=ServerMetadata)
-async def server_metadata(request: Request) -> ServerMetadata:
-    return ServerMetadata(name=SERVER_NAME, version=request.app.version, extensions=[])
-
-
-@router.get("/health/live", response_model=ServerLive)
-async def live() -> ServerLive:
-    return ServerLive(live=True)
 
 
 @router.get("/health/ready", response_model=ServerReady)
