@@ -72,7 +72,7 @@ def create_session(max_connections: int, keepalive_seconds: float) -> aiohttp.Cl
 
     aiohttp's session directly, not httpx: httpx's client layer over the same pool cost
     0.17 to 0.23 ms of CPU per backend call, more than the call under it, and about half
-    of what the proxy spent per request (`bench_proxy.py --scenario client`, the README).
+    of what the proxy spent per request (`bench_proxy.py --scenario client`, docs/benchmarks.md).
     Idle connections are closed after `keepalive_seconds`, which must be shorter than the
     services' keep-alive timeout: a request sent on a connection the server is closing
     fails (seen in bench/bench_proxy.py when the services closed first). No cookie jar:

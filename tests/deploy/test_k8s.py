@@ -275,7 +275,7 @@ def test_mysql_is_a_stateful_set_with_a_volume_claim_and_a_headless_service():
 
 def test_passwords_come_from_the_secret_and_no_secret_is_committed():
     assert not [r for r in k8s_resources() if r["kind"] == "Secret"], (
-        "do not commit a Secret with a password; the README creates mysql-credentials"
+        "do not commit a Secret with a password; docs/deployment.md creates mysql-credentials"
     )
     for workload in workloads():
         for container in pod_spec(workload)["containers"]:
