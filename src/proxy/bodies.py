@@ -24,10 +24,10 @@ from src.web import checked_row_limit, get_settings
 def valid_row_count(raw: bytes, max_rows: int) -> int | None:
     """The number of rows when `raw` is a valid request body by the schema's rule, else None.
 
-    The rule of PredictRequest + MAX_ROWS (src/schemas.py), checked by orjson and numpy rather than
-    one Python object per number: several times cheaper on 10,000 rows. None means "let
-    the schema decide and say why" (`rows_body`); tests/test_schemas.py checks that this
-    never accepts a body the schema rejects.
+    The rule of PredictRequest + MAX_ROWS (src/schemas.py), checked by orjson and numpy
+    rather than one Python object per number: several times cheaper on 10,000 rows. None
+    means "let the schema decide and say why" (`rows_body`); tests/proxy/test_bodies.py
+    checks that this never accepts a body the schema rejects.
     """
     try:
         body = orjson.loads(raw)  # rejects NaN, Infinity and numbers beyond float64
