@@ -5,6 +5,7 @@ Every write is a bulk statement in one transaction: a 10,000-row POST is one INS
 """
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Literal
 
 import numpy as np
@@ -179,3 +180,19 @@ def count_backlog(engine: Engine) -> int:
     """Unscored items, counted in the index (scored, id): costs the backlog, not the history."""
     with engine.connect() as connection:
         return connection.execute(backlog_query()).scalar_one()
+
+
+def database_now(connection: Connection) -> datetime:
+    """The database's clock, which stamps `created_at`: every process compares against it."""
+    return connection.execute(select(func.now())).scalar_one().replace(microsecond=0)
+
+
+def oldest_unscored_age_seconds(engine: Engine) -> float:
+    """Age of the oldest unscored item (0 when none): the first entry of the index range."""
+    with engine.connect() as connection:
+        created_at = connection.execute(
+            _by_state(select(items.c.created_at), scored=False).order_by(items.c.id).limit(1)
+        ).scalar_one_or_none()
+        if created_at is None:
+            return 0.0
+        return max((database_now(connection) - created_at).total_seconds(), 0.0)
