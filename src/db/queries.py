@@ -116,7 +116,9 @@ def page_query(scope: Scope, limit: int, after_id: int | None = None, offset: in
     return _by_state(query, scored=scope == "predicted")
 
 
-def claim_unscored(connection: Connection, after_id: int, limit: int) -> list[Row]:
+def claim_unscored(
+    connection: Connection, after_id: int, limit: int, last_id: int | None = None
+) -> list[Row]:
     """The next `limit` unscored items after `after_id`, locked until the transaction ends.
 
     A range of the index (scored, id): the claim reads only the rows it returns, however
@@ -125,15 +127,17 @@ def claim_unscored(connection: Connection, after_id: int, limit: int) -> list[Ro
     SQLite has no row locks; there the caller's BEGIN IMMEDIATE makes the whole chunk one
     writer's at a time.
     """
-    query = claim_query(after_id, limit)
+    query = claim_query(after_id, limit, last_id)
     if is_mysql(connection):
         query = query.with_for_update(skip_locked=True)
     return list(connection.execute(query))
 
 
-def claim_query(after_id: int, limit: int) -> Select:
-    """The SELECT of one claim (see `claim_unscored`), without its lock."""
+def claim_query(after_id: int, limit: int, last_id: int | None = None) -> Select:
+    """The SELECT of one claim (see `claim_unscored`), without its lock; up to `last_id`."""
     query = select(items.c.id, *(items.c[name] for name in FEATURE_COLUMNS))
+    if last_id is not None:
+        query = query.where(items.c.id <= last_id)
     query = _by_state(query.where(items.c.id > after_id), scored=False)
     return query.order_by(items.c.id).limit(limit)
 
@@ -174,6 +178,12 @@ def count_items(engine: Engine) -> int:
 def count_predictions(engine: Engine) -> int:
     with engine.connect() as connection:
         return connection.execute(select(func.count()).select_from(predictions)).scalar_one()
+
+
+def last_item_id(engine: Engine) -> int:
+    """The highest item id stored (0: none), read from the end of the primary key."""
+    with engine.connect() as connection:
+        return connection.execute(select(func.max(items.c.id))).scalar_one() or 0
 
 
 def count_backlog(engine: Engine) -> int:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-from sqlalchemy import Connection, Engine, Row, and_, false, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from src.db.engine import write_transaction
@@ -27,6 +27,7 @@ from src.db.tables import FEATURE_COLUMNS, idempotency_keys, items, predictions,
 # Three requests with one key can deadlock on MySQL when the first rolls back (both
 # waiters then want the row); the loser retries and finds the key stored.
 KEY_ATTEMPTS = 3
+STAMP_CHUNK = 1000
 
 
 @dataclass(frozen=True)
@@ -208,29 +209,41 @@ def list_submission_items(
 
 
 def mark_completed(engine: Engine) -> int:
-    """Stamp `completed_at` on every submission whose items are all scored; how many.
+    """Stamp `completed_at` on the submissions whose items are all scored; how many.
 
-    Run by the job between passes, when no chunk of its own is in flight: reads only the
-    submissions not yet complete (the index on completed_at) and their unscored items.
+    Run by the job between passes. Every submission below the lowest unscored id is
+    complete; the few just completed are found among the incomplete ones (the index on
+    completed_at) without reading any item, and each is stamped with its last prediction's
+    time (its own range of predictions.item_id). A submission scored out of order, above
+    an unscored item, is stamped once that item is scored; GET /submissions computes the
+    same time meanwhile.
     """
-    pending_item = (
-        select(items.c.id)
-        .where(_in_submission(items.c.id, submissions.c.id, submissions.c.item_count))
-        .where(items.c.scored == false())
-    )
-    last_prediction = (
-        select(func.max(predictions.c.created_at))
-        .where(_in_submission(predictions.c.item_id, submissions.c.id, submissions.c.item_count))
-        .scalar_subquery()
-    )
-    with write_transaction(engine) as connection:
-        now = database_now(connection)
-        return connection.execute(
-            update(submissions)
-            .where(submissions.c.completed_at.is_(None))
-            .where(~pending_item.exists())
-            .values(completed_at=func.coalesce(last_prediction, now))
-        ).rowcount
+    with engine.connect() as connection:
+        lowest_unscored = connection.execute(
+            _by_state(select(items.c.id), scored=False).order_by(items.c.id).limit(1)
+        ).scalar_one_or_none()
+        incomplete = select(submissions.c.id, submissions.c.item_count).where(
+            submissions.c.completed_at.is_(None)
+        )
+        if lowest_unscored is not None:
+            incomplete = incomplete.where(
+                submissions.c.id + submissions.c.item_count <= lowest_unscored
+            )
+        completed = connection.execute(incomplete).all()
+    stamped = 0
+    # Short transactions, as retention's: a thousand submissions each at most.
+    for start in range(0, len(completed), STAMP_CHUNK):
+        with write_transaction(engine) as connection:
+            now = database_now(connection)
+            for row in completed[start : start + STAMP_CHUNK]:
+                last = _completion_time(connection, row.id, row.item_count)
+                stamped += connection.execute(
+                    update(submissions)
+                    .where(submissions.c.id == row.id)
+                    .where(submissions.c.completed_at.is_(None))
+                    .values(completed_at=last or now)
+                ).rowcount
+    return stamped
 
 
 def backlog_exceeds(engine: Engine, bound: int) -> bool:

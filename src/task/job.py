@@ -72,9 +72,12 @@ class ChunkCursor:
     where the previous ended instead of rescanning the items already claimed.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, last_id: int | None = None) -> None:
         self.lock = threading.Lock()
         self.after_id = 0
+        # A pass scores the items stored before it began: under a steady stream of POSTs
+        # it still ends, so the steps between passes (completion, retention) run.
+        self.last_id = last_id
 
 
 @dataclass
@@ -94,7 +97,7 @@ def score_next_chunk(
     with write_transaction(engine) as connection:
         # Claims one at a time, so the pass's threads never claim overlapping chunks.
         with cursor.lock:
-            rows = queries.claim_unscored(connection, cursor.after_id, chunk_size)
+            rows = queries.claim_unscored(connection, cursor.after_id, chunk_size, cursor.last_id)
             if rows:
                 cursor.after_id = rows[-1].id
         if not rows:
@@ -121,7 +124,7 @@ def run_pass(
     backlog = queries.count_backlog(engine)
     BACKLOG.set(backlog)
     OLDEST_UNSCORED_AGE.set(queries.oldest_unscored_age_seconds(engine))
-    cursor = ChunkCursor()
+    cursor = ChunkCursor(queries.last_item_id(engine))
     scored = 0
     database_error: Exception | None = None
     last_progress = started
