@@ -17,6 +17,15 @@ Then the history scenario (skip it with --history-items 0), each job figure one
 - one pass over a backlog of --history-items unscored items: items/s, and the job's peak
   RSS (its own rusage from wait4, which the kernel keeps per child).
 
+Then the client scenario of docs/batch-api.md (skip it with --submission-items 0):
+- POST /predict of 10,000 rows with a new Idempotency-Key against one without, alternated
+  (--repeats x 4 pairs, medians);
+- GET /submissions/<id> of a 10,000-row submission at --submission-items (1,000,000)
+  stored items, pending and then scored (median of 20 after a first);
+- a retention sweep of 100,000 old scored items among them (seconds, rows/s, seconds per
+  1,000-row transaction), and a pass over 10,000 new items while a sweep runs against one
+  without, alternated.
+
 The server comes from BENCH_DATABASE_URL, TEST_DATABASE_URL or MYSQL_SERVER/MYSQL_PORT/
 MYSQL_USER/MYSQL_PASSWORD (default 127.0.0.1:3306, root, no password). The database
 `bench_<random>` is dropped at the end unless --keep.
@@ -26,15 +35,18 @@ import argparse
 import os
 import re
 import statistics
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import numpy as np
 from sqlalchemy.engine import URL, make_url
 
-from src.db import queries
+from src.db import queries, retention
 from src.db.engine import create_db_engine, write_transaction
 from src.db.migrate import upgrade
 from src.ml.predictor import Predictor
@@ -52,6 +64,10 @@ NEW_ITEMS = 10_000
 TARGET_FLOOR_RATIO = 2.0
 TARGET_PER_ITEM_SPEEDUP = 200
 TARGET_POST_SECONDS = 1.0
+TARGET_KEYED_POST_RATIO = 1.10
+TARGET_SUBMISSION_SECONDS = 0.100
+TARGET_PASS_DURING_SWEEP_RATIO = 1.20
+SWEEP_ITEMS = 100_000
 
 
 def server_url() -> URL:
@@ -331,6 +347,161 @@ def history_scenario(server: URL, args, created: list[str]) -> None:
         print(f"{name:<44} {measured:>14}  {_verdict(ok)}")
 
 
+@contextmanager
+def api_client(url: str, log_dir: Path) -> Iterator[httpx.Client]:
+    """A client of `python -m src.api` on `url`, for as long as the `with` block runs."""
+    api = ProcessStarter(log_dir).start("api", ["src.api"], {"DATABASE_URL": url}, port=free_port())
+    try:
+        wait_until_healthy(api, timeout=60)
+        with httpx.Client(base_url=api.base_url, timeout=60) as client:
+            yield client
+    finally:
+        api.stop()
+
+
+def time_keyed_posts(url: str, log_dir: Path, pairs: int) -> tuple[list[float], list[float]]:
+    """Seconds of 10,000-row POSTs without and with a new Idempotency-Key, alternated."""
+    rng = np.random.default_rng(5)
+    plain, keyed = [], []
+    with api_client(url, log_dir) as client:
+        for index in range(pairs):
+            for seconds, headers in (
+                (
+                    (plain, {}),
+                    (keyed, {"Idempotency-Key": f"bench-{uuid.uuid4()}"}),
+                )
+                if index % 2 == 0
+                else (
+                    (keyed, {"Idempotency-Key": f"bench-{uuid.uuid4()}"}),
+                    (plain, {}),
+                )
+            ):
+                body = {"data": rng.uniform(0.1, 8, size=(NEW_ITEMS, 4)).round(2).tolist()}
+                started = time.perf_counter()
+                client.post("/predict", json=body, headers=headers).raise_for_status()
+                seconds.append(time.perf_counter() - started)
+    return plain, keyed
+
+
+def time_submission_gets(client: httpx.Client, submission_id: int) -> tuple[float, float]:
+    """(first, median of 20 more) seconds of GET /submissions/<id> (default page)."""
+    seconds = []
+    for _ in range(21):
+        started = time.perf_counter()
+        client.get(f"/submissions/{submission_id}").raise_for_status()
+        seconds.append(time.perf_counter() - started)
+    return seconds[0], statistics.median(seconds[1:])
+
+
+def backdate(server: URL, database: str, first_id: int, count: int) -> None:
+    """Make items first_id.. (and their predictions) two hours old: retention's to delete."""
+    with connect(server, database) as connection, connection.cursor() as cursor:
+        for table, column in (("items", "id"), ("predictions", "item_id")):
+            cursor.execute(
+                f"UPDATE {table} SET created_at = NOW() - INTERVAL 2 HOUR"
+                f" WHERE {column} BETWEEN %s AND %s",
+                (first_id, first_id + count - 1),
+            )
+        connection.commit()
+
+
+def timed_sweep(url: str) -> tuple[float, int]:
+    engine = create_db_engine(url)
+    started = time.perf_counter()
+    swept = retention.sweep(engine, retention_seconds=3600)
+    seconds = time.perf_counter() - started
+    engine.dispose()
+    return seconds, swept.items
+
+
+def submission_scenario(server: URL, args, created: list[str]) -> None:
+    n = args.submission_items
+    print()
+    print(f"client scenario: {n:,} stored items, submissions of {NEW_ITEMS:,} rows")
+    fresh = new_database(server, created)
+    pairs = args.repeats * 4
+    plain, keyed = time_keyed_posts(fresh, args.log_dir, pairs)
+
+    url = new_database(server, created)
+    database = created[-1]
+    seed_seconds = seed_items(server, database, n, scored=True)
+    print(f"seeded {n:,} scored items and their predictions in {seed_seconds:.1f}s")
+    with api_client(url, args.log_dir) as client:
+        rows = np.random.default_rng(6).uniform(0.1, 8, size=(NEW_ITEMS, 4)).round(2).tolist()
+        submission_id = client.post("/predict", json={"data": rows}).json()["submission_id"]
+        pending = time_submission_gets(client, submission_id)
+        run_job_once(url, args.threads, args.chunk_size, args.log_dir)
+        status = client.get(f"/submissions/{submission_id}").json()
+        assert status["pending"] == 0 and status["completed_at"], status
+        scored = time_submission_gets(client, submission_id)
+
+    sweeps, alone, during = [], [], []
+    engine = create_db_engine(url)
+    # Blocks of old items in id order: a sweep stops at the first scored item not old yet.
+    blocks = iter(range(1, n + 1, SWEEP_ITEMS))
+    for _ in range(args.repeats):
+        backdate(server, database, next(blocks), SWEEP_ITEMS)
+        sweeps.append(timed_sweep(url))
+        # A pass over new items alone, then one while a sweep deletes the next old block.
+        for seconds, with_sweep in ((alone, False), (during, True)):
+            queries.insert_items(engine, rows)
+            sweeper = None
+            if with_sweep:
+                backdate(server, database, next(blocks), SWEEP_ITEMS)
+                sweeper = threading.Thread(target=timed_sweep, args=(url,))
+                sweeper.start()
+            seconds.append(run_job_once(url, args.threads, args.chunk_size, args.log_dir)[1])
+            if sweeper:
+                sweeper.join()
+    engine.dispose()
+
+    print()
+    print(f"{'POST /predict, 10,000 rows (' + str(pairs) + ' each, alternated)':<52} {'median':>9}")
+    print(f"{'without a key':<52} {statistics.median(plain) * 1000:>7.1f}ms")
+    print(f"{'with a new Idempotency-Key':<52} {statistics.median(keyed) * 1000:>7.1f}ms")
+    print()
+    heading = f"GET /submissions/<id>, at {n:,} items"
+    print(f"{heading:<52} {'first':>9} {'median':>9}")
+    for label, (first, median) in (("10,000 pending", pending), ("10,000 scored", scored)):
+        print(f"{label:<52} {first * 1000:>7.1f}ms {median * 1000:>7.1f}ms")
+    print()
+    for seconds, deleted in sweeps:
+        print(
+            f"retention sweep: {deleted:,} items (and predictions) in {seconds:.2f}s"
+            f" ({deleted / seconds:,.0f} items/s, {seconds / max(deleted / 1000, 1) * 1000:.1f}ms"
+            " per 1,000-row transaction)"
+        )
+    print(
+        "pass over 10,000 new items (s, from the job's log): alone "
+        + ", ".join(f"{s:.3f}" for s in alone)
+        + "; during a sweep "
+        + ", ".join(f"{s:.3f}" for s in during)
+    )
+    keyed_ratio = statistics.median(keyed) / statistics.median(plain)
+    sweep_ratio = statistics.median(during) / statistics.median(alone)
+    slowest_get = max(pending[1], scored[1])
+    print()
+    print(f"{'target':<44} {'measured':>14}  verdict")
+    for name, measured, ok in (
+        (
+            "keyed POST <= 10% slower (medians)",
+            f"{keyed_ratio:.3f}x",
+            keyed_ratio <= TARGET_KEYED_POST_RATIO,
+        ),
+        (
+            "GET /submissions <= 100 ms (slowest median)",
+            f"{slowest_get * 1000:.1f}ms",
+            slowest_get <= TARGET_SUBMISSION_SECONDS,
+        ),
+        (
+            "a sweep slows a pass <= 20% (medians)",
+            f"{sweep_ratio:.2f}x",
+            sweep_ratio <= TARGET_PASS_DURING_SWEEP_RATIO,
+        ),
+    ):
+        print(f"{name:<44} {measured:>14}  {_verdict(ok)}")
+
+
 def _verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
@@ -349,6 +520,10 @@ def main() -> None:
         "--history-items", type=int, default=1_000_000, help="0: skip the history scenario"
     )
     parser.add_argument("--repeats", type=int, default=3, help="runs per history figure")
+    parser.add_argument(
+        "--submission-items", type=int, default=1_000_000, help="0: skip the client scenario"
+    )
+    parser.add_argument("--only-clients", action="store_true", help="run only the client scenario")
     args = parser.parse_args()
     args.log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -358,10 +533,13 @@ def main() -> None:
         version = cursor.fetchone()[0]
     created: list[str] = []
     try:
+        print(f"server {version} at {server.host}:{server.port or 3306}")
+        print(f"job: {args.threads} threads, chunks of {args.chunk_size}; cores: {os.cpu_count()}")
+        if args.only_clients:
+            submission_scenario(server, args, created)
+            return
         database_url = new_database(server, created)
         database = created[-1]
-        print(f"server {version} at {server.host}:{server.port or 3306}, database {database}")
-        print(f"job: {args.threads} threads, chunks of {args.chunk_size}; cores: {os.cpu_count()}")
         post_seconds = register_through_api(
             database_url, args.items, args.rows_per_post, args.log_dir
         )
@@ -381,6 +559,8 @@ def main() -> None:
         )
         if args.history_items:
             history_scenario(server, args, created)
+        if args.submission_items:
+            submission_scenario(server, args, created)
     finally:
         if not args.keep:
             with connect(server, autocommit=True) as admin, admin.cursor() as cursor:

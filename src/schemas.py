@@ -97,6 +97,7 @@ class RegisteredItems(BaseModel):
 
     id: int = Field(description="the first item's id")
     ids: list[int] = Field(description="one id per row, in request order")
+    submission_id: int = Field(description="follow it at GET /submissions/{submission_id}")
 
 
 class ItemPrediction(BaseModel):
@@ -116,5 +117,18 @@ class ItemRecord(BaseModel):
 
 
 class ItemPage(BaseModel):
+    items: list[ItemRecord]
+    next: int | None = Field(description="pass as after_id for the next page; null on the last")
+
+
+class SubmissionStatus(BaseModel):
+    """One POST /predict's progress, and a page of its items in id order."""
+
+    id: int
+    total: int = Field(description="items the POST stored")
+    scored: int = Field(description="items scored (including any deleted since by retention)")
+    pending: int = Field(description="items not scored yet")
+    created_at: str
+    completed_at: str | None = Field(description="when the last item was scored; null before")
     items: list[ItemRecord]
     next: int | None = Field(description="pass as after_id for the next page; null on the last")

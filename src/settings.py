@@ -203,6 +203,16 @@ class ApiSettings(DatabaseSettings):
 
     port: int = 8000
     label_filepath: Path = DEFAULT_LABEL_FILEPATH
+    idempotency_ttl_seconds: float = Field(
+        86_400, gt=0, description="seconds an Idempotency-Key answers with its first ids"
+    )
+    # Unset: POST /predict never refuses for load, as before.
+    max_backlog: int | None = Field(
+        None, ge=0, description="unscored items past which POST /predict answers 503"
+    )
+    backlog_retry_after_seconds: int = Field(
+        60, ge=1, description="the Retry-After of that 503: about one BATCH_WAIT_TIME"
+    )
 
 
 class JobSettings(DatabaseSettings):
@@ -217,3 +227,7 @@ class JobSettings(DatabaseSettings):
     db_retry_max_wait: float = Field(30, gt=0)
     model_filepath: Path = MODELS_DIR / "iris_svc.onnx"
     label_filepath: Path = DEFAULT_LABEL_FILEPATH
+    # Unset: every item and prediction is kept, as before.
+    retention_seconds: float | None = Field(
+        None, gt=0, description="scored items older than this are deleted between passes"
+    )

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter
@@ -19,7 +19,7 @@ from sqlalchemy import Engine, Row
 from sqlalchemy.exc import SQLAlchemyError
 
 from src import web
-from src.db import queries
+from src.db import queries, submissions
 from src.db.engine import create_db_engine, ping
 from src.db.tables import FEATURE_COLUMNS, PROBABILITY_COLUMNS
 from src.errors import ModelLoadError
@@ -33,6 +33,7 @@ from src.schemas import (
     ItemPrediction,
     ItemRecord,
     RegisteredItems,
+    SubmissionStatus,
 )
 from src.settings import ApiSettings
 from src.web import BODY_ERRORS, ValidRequest, error_response, error_responses, get_settings
@@ -45,6 +46,11 @@ MAX_PAGE_SIZE = 1000
 STARTUP_DATABASE_WAIT_SECONDS = 60
 
 ITEMS_REGISTERED = Counter("api_items_registered_total", "Items stored by POST /predict")
+IDEMPOTENT_REPLAYS = Counter(
+    "api_idempotent_replays_total", "POST /predict answered from an Idempotency-Key's first answer"
+)
+BACKLOG_REFUSALS = Counter("api_backlog_refusals_total", "POST /predict refused: MAX_BACKLOG")
+REPLAYED_HEADER = "Idempotent-Replayed"
 
 
 def load_batch_labels(label_path: Path) -> list[str]:
@@ -112,7 +118,46 @@ Offset = Annotated[
 ]
 
 router = APIRouter()
+# The IETF draft leaves the key's form to the server: one to 255 visible ASCII characters
+# (a UUID is the usual choice), so it is stored and compared as it came.
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="a retry with the same key and body answers the same ids, storing nothing",
+    ),
+]
+SubmissionId = Annotated[int, PathParam(ge=1, le=MAX_ITEM_ID)]
 DATABASE_DOWN = error_responses(503, descriptions={503: "the database is unavailable"})
+REGISTER_ERRORS = {
+    **BODY_ERRORS,
+    **error_responses(
+        422,
+        503,
+        descriptions={
+            422: "the body or the Idempotency-Key header does not follow the schema, or the "
+            "key was used with a different body",
+            503: "the database is unavailable, or the backlog is past MAX_BACKLOG "
+            "(then with Retry-After)",
+        },
+    ),
+}
+REGISTER_ERRORS[503]["headers"] = {
+    "Retry-After": {
+        "description": "seconds to wait before retrying (only when the backlog is full)",
+        "schema": {"type": "integer"},
+    }
+}
+REGISTER_HEADERS = {
+    REPLAYED_HEADER: {
+        "description": "`true` when the answer is the stored one of an earlier request "
+        "with this Idempotency-Key (nothing stored this time)",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
 
 
 async def _database_unavailable(request: Request, exc: SQLAlchemyError) -> JSONResponse:
@@ -174,13 +219,86 @@ def metadata(settings: SettingsDep, labels: LabelsDep, engine: EngineDep) -> dic
     }
 
 
-@router.post("/predict", response_model=RegisteredItems, responses={**BODY_ERRORS, **DATABASE_DOWN})
-def register(body: ValidRequest, engine: EngineDep) -> RegisteredItems:
+def _refuse_past_max_backlog(engine: Engine, settings: ApiSettings) -> None:
+    if settings.max_backlog is None or not submissions.backlog_exceeds(
+        engine, settings.max_backlog
+    ):
+        return
+    BACKLOG_REFUSALS.inc()
+    raise HTTPException(
+        status_code=503,
+        detail=f"backlog full: more than {settings.max_backlog} items wait to be scored "
+        f"(MAX_BACKLOG); retry in {settings.backlog_retry_after_seconds}s",
+        headers={"Retry-After": str(settings.backlog_retry_after_seconds)},
+    )
+
+
+@router.post(
+    "/predict",
+    response_model=RegisteredItems,
+    responses={**REGISTER_ERRORS, 200: {"headers": REGISTER_HEADERS}},
+)
+def register(
+    body: ValidRequest,
+    engine: EngineDep,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> RegisteredItems:
     # A plain `def`: FastAPI runs it in a worker thread, so the blocking insert
     # does not hold up the event loop.
-    item_ids = queries.insert_items(engine, body.data)
-    ITEMS_REGISTERED.inc(len(item_ids))
-    return RegisteredItems(id=item_ids[0], ids=item_ids)
+    if idempotency_key is None:
+        _refuse_past_max_backlog(engine, settings)
+        registered = submissions.register(engine, body.data)
+    else:
+        try:
+            registered = submissions.register_once(
+                engine,
+                body.data,
+                idempotency_key,
+                settings.idempotency_ttl_seconds,
+                before_storing=lambda: _refuse_past_max_backlog(engine, settings),
+            )
+        except submissions.KeyReusedError as error:
+            raise HTTPException(status_code=422, detail=str(error)) from None
+    if registered.replayed:
+        IDEMPOTENT_REPLAYS.inc()
+        response.headers[REPLAYED_HEADER] = "true"
+    else:
+        ITEMS_REGISTERED.inc(len(registered.item_ids))
+    return RegisteredItems(
+        id=registered.item_ids[0], ids=registered.item_ids, submission_id=registered.submission_id
+    )
+
+
+@router.get(
+    "/submissions/{submission_id}",
+    response_model=SubmissionStatus,
+    responses={**error_responses(404, 422), **DATABASE_DOWN},
+)
+def submission(
+    submission_id: SubmissionId,
+    engine: EngineDep,
+    labels: LabelsDep,
+    limit: PageSize = DEFAULT_PAGE_SIZE,
+    after_id: AfterId = None,
+) -> SubmissionStatus:
+    """A POST's counts and times, and one page of its items (`after_id` for the next)."""
+    status = submissions.get_status(engine, submission_id)
+    if status is None:
+        raise HTTPException(status_code=404, detail=f"no submission with id {submission_id}")
+    page = _page(submissions.list_submission_items(engine, status, limit, after_id), labels, limit)
+    completed_at = status.completed_at
+    return SubmissionStatus(
+        id=status.id,
+        total=status.total,
+        scored=status.scored,
+        pending=status.pending,
+        created_at=status.created_at.isoformat(),
+        completed_at=completed_at.isoformat() if completed_at else None,
+        items=page.items,
+        next=page.next,
+    )
 
 
 @router.get(

@@ -5,6 +5,7 @@ Every write is a bulk statement in one transaction: a 10,000-row POST is one INS
 """
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Literal
 
 import numpy as np
@@ -117,7 +118,9 @@ def page_query(scope: Scope, limit: int, after_id: int | None = None, offset: in
     return _by_state(query, scored=scope == "predicted")
 
 
-def claim_unscored(connection: Connection, after_id: int, limit: int) -> list[Row]:
+def claim_unscored(
+    connection: Connection, after_id: int, limit: int, last_id: int | None = None
+) -> list[Row]:
     """The next `limit` unscored items after `after_id`, locked until the transaction ends.
 
     A range of the index (scored, id): the claim reads only the rows it returns, however
@@ -126,15 +129,17 @@ def claim_unscored(connection: Connection, after_id: int, limit: int) -> list[Ro
     SQLite has no row locks; there the caller's BEGIN IMMEDIATE makes the whole chunk one
     writer's at a time.
     """
-    query = claim_query(after_id, limit)
+    query = claim_query(after_id, limit, last_id)
     if is_mysql(connection):
         query = query.with_for_update(skip_locked=True)
     return list(connection.execute(query))
 
 
-def claim_query(after_id: int, limit: int) -> Select:
-    """The SELECT of one claim (see `claim_unscored`), without its lock."""
+def claim_query(after_id: int, limit: int, last_id: int | None = None) -> Select:
+    """The SELECT of one claim (see `claim_unscored`), without its lock; up to `last_id`."""
     query = select(items.c.id, *(items.c[name] for name in FEATURE_COLUMNS))
+    if last_id is not None:
+        query = query.where(items.c.id <= last_id)
     query = _by_state(query.where(items.c.id > after_id), scored=False)
     return query.order_by(items.c.id).limit(limit)
 
@@ -167,7 +172,29 @@ def insert_predictions(
     connection.execute(update(items).where(items.c.id.in_(item_ids)).values(scored=True))
 
 
+def last_item_id(engine: Engine) -> int:
+    """The highest item id stored (0: none), read from the end of the primary key."""
+    with engine.connect() as connection:
+        return connection.execute(select(func.max(items.c.id))).scalar_one() or 0
+
+
 def count_backlog(engine: Engine) -> int:
     """Unscored items, counted in the index (scored, id): costs the backlog, not the history."""
     with engine.connect() as connection:
         return connection.execute(backlog_query()).scalar_one()
+
+
+def database_now(connection: Connection) -> datetime:
+    """The database's clock, which stamps `created_at`: every process compares against it."""
+    return connection.execute(select(func.now())).scalar_one().replace(microsecond=0)
+
+
+def oldest_unscored_age_seconds(engine: Engine) -> float:
+    """Age of the oldest unscored item (0 when none): the first entry of the index range."""
+    with engine.connect() as connection:
+        created_at = connection.execute(
+            _by_state(select(items.c.created_at), scored=False).order_by(items.c.id).limit(1)
+        ).scalar_one_or_none()
+        if created_at is None:
+            return 0.0
+        return max((database_now(connection) - created_at).total_seconds(), 0.0)

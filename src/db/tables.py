@@ -5,6 +5,11 @@ job's claims and the API's listings read the index (scored, id) and touch only t
 they return, however many are stored. `predictions.item_id` is unique, so even a bug or
 a race between two jobs can never store a second prediction for one item.
 
+A POST is one submission: its items are the consecutive ids from `submissions.id` (its
+first item's id) on, so a submission's counts and pages are ranges of the indexes above.
+`idempotency_keys.key` is the primary key: of two requests with one key, the database
+lets exactly one insert it (src/db/submissions.py).
+
 This is the schema of the newest migration (src/db/migrations): a change here needs a
 new revision too (tests/db/test_migrations.py compares the two).
 """
@@ -75,5 +80,36 @@ id_blocks = Table(
     metadata,
     Column("name", String(32), primary_key=True),
     Column("next_id", BigInteger(), nullable=False),
+    mysql_engine="InnoDB",
+)
+
+# One row per POST /predict. Its items are the ids id .. id + item_count - 1 (one block of
+# id_blocks), so no column on `items` is needed to find them.
+submissions = Table(
+    "submissions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=False),
+    Column("item_count", Integer(), nullable=False),
+    Column("created_at", DateTime(), nullable=False, server_default=func.now()),
+    # Set by the job once every item is scored: when the last prediction was stored.
+    Column("completed_at", DateTime(), nullable=True),
+    # The job's completion step reads the NULLs, retention the oldest completed ones.
+    Index("ix_submissions_completed_at", "completed_at"),
+    mysql_engine="InnoDB",
+)
+
+# The answer to a POST with an Idempotency-Key: the key is the primary key, so two
+# requests with one key (on any API replica) cannot both store their rows.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    # SHA-256 (hex) of the request's rows: a replay must carry the same rows.
+    Column("request_hash", String(64), nullable=False),
+    Column("submission_id", Id, nullable=False),
+    Column("item_count", Integer(), nullable=False),
+    Column("created_at", DateTime(), nullable=False),
+    Column("expires_at", DateTime(), nullable=False),
+    Index("ix_idempotency_keys_expires_at", "expires_at"),
     mysql_engine="InnoDB",
 )

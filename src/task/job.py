@@ -5,7 +5,9 @@ Kubernetes CronJob). A pass hands chunks to a pool of `WORKER_THREADS` threads; 
 thread claims the next `CHUNK_SIZE` unscored items, scores them with one ONNX Runtime
 call (which releases the GIL) and writes their predictions with one bulk INSERT, all in
 one transaction. A killed job therefore leaves whole chunks or nothing, and the next
-pass scores what is left. Metrics are served on `METRICS_PORT` (0: off).
+pass scores what is left. After each pass, the job stamps the submissions it completed
+and, with `RETENTION_SECONDS` set, deletes old scored items in short chunks
+(src/db/retention.py). Metrics are served on `METRICS_PORT` (0: off).
 """
 
 import argparse
@@ -20,7 +22,7 @@ import numpy as np
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from sqlalchemy import Engine
 
-from src.db import queries
+from src.db import queries, retention
 from src.db.engine import create_db_engine, write_transaction
 from src.db.migrate import require_current_schema_when_reachable
 from src.db.retry import (
@@ -48,6 +50,16 @@ PASS_DURATION = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
 )
 BACKLOG = Gauge("batch_job_backlog_items", "Unscored items, as of the last count")
+# The batch pattern's service-level indicator: how long the oldest waiting item has waited.
+OLDEST_UNSCORED_AGE = Gauge(
+    "batch_job_oldest_unscored_age_seconds",
+    "Age of the oldest unscored item, as of the last count (0: none)",
+)
+RETENTION_DELETED = Counter(
+    "batch_job_retention_deleted_total", "Rows deleted by retention", ["table"]
+)
+for _table in retention.Swept().as_dict():
+    RETENTION_DELETED.labels(_table)  # listed at 0 from the start, for rate() and alerts
 ERRORS = Counter("batch_job_errors_total", "Failed chunks and passes", ["kind"])
 DB_RETRIES = Counter("batch_job_db_retries_total", "Attempts retried: database unreachable")
 
@@ -59,9 +71,12 @@ class ChunkCursor:
     where the previous ended instead of rescanning the items already claimed.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, last_id: int | None = None) -> None:
         self.lock = threading.Lock()
         self.after_id = 0
+        # A pass scores the items stored before it began: under a steady stream of POSTs
+        # it still ends, so the steps between passes (completion, retention) run.
+        self.last_id = last_id
 
 
 @dataclass
@@ -81,7 +96,7 @@ def score_next_chunk(
     with write_transaction(engine) as connection:
         # Claims one at a time, so the pass's threads never claim overlapping chunks.
         with cursor.lock:
-            rows = queries.claim_unscored(connection, cursor.after_id, chunk_size)
+            rows = queries.claim_unscored(connection, cursor.after_id, chunk_size, cursor.last_id)
             if rows:
                 cursor.after_id = rows[-1].id
         if not rows:
@@ -107,7 +122,8 @@ def run_pass(
     started = time.perf_counter()
     backlog = queries.count_backlog(engine)
     BACKLOG.set(backlog)
-    cursor = ChunkCursor()
+    OLDEST_UNSCORED_AGE.set(queries.oldest_unscored_age_seconds(engine))
+    cursor = ChunkCursor(queries.last_item_id(engine))
     scored = 0
     database_error: Exception | None = None
     last_progress = started
@@ -156,6 +172,7 @@ def run_pass(
     PASSES.inc()
     PASS_DURATION.observe(result.seconds)
     BACKLOG.set(queries.count_backlog(engine))
+    OLDEST_UNSCORED_AGE.set(queries.oldest_unscored_age_seconds(engine))
     stopped = " (stopped early)" if stop_event.is_set() else ""
     if result.scored == 0:
         logger.info("pass done: nothing to score (%.2fs)%s", result.seconds, stopped)
@@ -168,6 +185,25 @@ def run_pass(
         stopped,
     )
     return result
+
+
+def after_pass(engine: Engine, settings: JobSettings, stop_event: threading.Event) -> None:
+    """Stamp completed submissions, then retention; a lock conflict leaves it to next time."""
+    try:
+        swept = retention.sweep(engine, settings.retention_seconds, stop=stop_event)
+    except DATABASE_DOWN_ERRORS as error:
+        if not is_lock_conflict(error):
+            raise
+        logger.warning("retention stopped on a lock conflict: %s", error)
+        ERRORS.labels("lock_conflict").inc()
+        return
+    for table, count in swept.as_dict().items():
+        RETENTION_DELETED.labels(table).inc(count)
+    if any(swept.as_dict().values()):
+        logger.info(
+            "retention deleted %s",
+            ", ".join(f"{count} {table}" for table, count in swept.as_dict().items()),
+        )
 
 
 def load_job_predictor(settings: JobSettings) -> Predictor:
@@ -201,11 +237,14 @@ def run(settings: JobSettings, predictor: Predictor, once: bool, stop_event: thr
         settings.resolved_database_url(), pool_size=settings.worker_threads + 1
     )
     logger.info(
-        "batch job using %s: %d threads, chunks of %d, %s",
+        "batch job using %s: %d threads, chunks of %d, %s, %s",
         engine.url.render_as_string(hide_password=True),
         settings.worker_threads,
         settings.chunk_size,
         "one pass" if once else f"a pass every {settings.batch_wait_time:g}s",
+        "keeping every item"
+        if settings.retention_seconds is None
+        else f"deleting scored items after {settings.retention_seconds:g}s",
     )
     retry_options = {
         "max_wait": settings.db_retry_max_wait,
@@ -221,6 +260,11 @@ def run(settings: JobSettings, predictor: Predictor, once: bool, stop_event: thr
             call_with_db_retry(
                 lambda: run_pass(engine, predictor, pool, settings, stop_event),
                 what="scoring pass",
+                **retry_options,
+            )
+            call_with_db_retry(
+                lambda: after_pass(engine, settings, stop_event),
+                what="retention",
                 **retry_options,
             )
             if once or stop_event.wait(settings.batch_wait_time):

@@ -10,11 +10,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, select, text
 
-from src.db import queries
+from src.db import queries, submissions
 from src.db.engine import create_db_engine, write_transaction
 from src.db.migrate import SchemaError, downgrade, head_revision, require_current_schema, upgrade
 from src.db.tables import items, metadata, predictions
-from tests.batch_support import count_predictions, job_env, run_job_once
+from tests.batch_support import count_items, count_predictions, job_env, run_job_once
 from tests.db import legacy_schema
 
 ROW = [5.1, 3.5, 1.4, 0.2]
@@ -199,7 +199,9 @@ def test_part_of_the_old_tables_is_refused_not_stamped(database_url):
 
 def test_the_check_names_the_schema_found_and_the_one_needed(database_url):
     engine = create_db_engine(database_url)
-    with pytest.raises(SchemaError, match=r"at empty \(no tables\), this release needs 0002"):
+    with pytest.raises(
+        SchemaError, match=rf"at empty \(no tables\), this release needs {head_revision()}"
+    ):
         require_current_schema(engine)
     legacy_schema.create_tables(engine)
     with pytest.raises(SchemaError, match=r"at unversioned \(tables of the release before"):
@@ -243,3 +245,33 @@ def test_current_says_where_the_database_is(database_url, processes):
     after = processes.start("current-after", ["src.db", "current"], env)
     assert after.popen.wait(60) == 0
     assert f": {head_revision()}; this release needs {head_revision()}" in after.log()
+
+
+def test_a_filled_0002_database_is_upgraded_keeping_every_row(database_url):
+    engine = create_db_engine(database_url)
+    upgrade(engine, "0002")
+    queries.insert_items(engine, np.random.default_rng(3).uniform(0.1, 8, (2500, 4)).tolist())
+    with write_transaction(engine) as connection:
+        queries.insert_predictions(connection, list(range(1, 1001)), np.full((1000, 3), 1 / 3))
+    tables = (items, predictions)
+    before = {table.name: _rows(engine, table) for table in tables}
+    scored_before = _rows_with_flags(engine)
+
+    upgrade(engine)
+    assert _revision(engine) == head_revision()
+    assert {table.name: _rows(engine, table) for table in tables} == before
+    assert _rows_with_flags(engine) == scored_before
+    assert queries.count_backlog(engine) == 1500
+    # Items from before belong to no submission; a new POST continues the ids.
+    registered = submissions.register(engine, [ROW, ROW])
+    assert registered.item_ids == [2501, 2502]
+    assert submissions.get_status(engine, 2501).pending == 2
+
+    downgrade(engine, "0002")
+    assert not {"submissions", "idempotency_keys"} & set(inspect(engine).get_table_names())
+    assert count_items(engine) == 2502
+
+
+def _rows_with_flags(engine: Engine) -> list[tuple]:
+    with engine.connect() as connection:
+        return connection.execute(select(items.c.id, items.c.scored).order_by(items.c.id)).all()

@@ -197,6 +197,7 @@ def test_metrics_show_the_backlog_drained(database_url, processes):
     metrics = wait_for(scraped, 30, "a pass on the job's /metrics")
     assert _metric(metrics, "batch_job_items_scored_total") == 300
     assert _metric(metrics, "batch_job_backlog_items") == 0
+    assert _metric(metrics, "batch_job_oldest_unscored_age_seconds") == 0
     assert _metric(metrics, "batch_job_pass_duration_seconds_count") >= 1
     assert job.alive()
 
