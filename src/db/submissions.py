@@ -144,7 +144,7 @@ def register_once(
 
 
 @dataclass(frozen=True)
-class SubmissionStatus:
+class SubmissionState:
     id: int
     total: int
     pending: int
@@ -170,7 +170,7 @@ def _completion_time(connection: Connection, submission_id: int, item_count: int
     ).scalar_one()
 
 
-def get_status(engine: Engine, submission_id: int) -> SubmissionStatus | None:
+def get_status(engine: Engine, submission_id: int) -> SubmissionState | None:
     with engine.connect() as connection:
         row = connection.execute(
             select(submissions).where(submissions.c.id == submission_id)
@@ -189,11 +189,11 @@ def get_status(engine: Engine, submission_id: int) -> SubmissionStatus | None:
         if pending == 0 and completed_at is None:
             # Scored since the job's last completion step: the same time that step stores.
             completed_at = _completion_time(connection, row.id, row.item_count)
-    return SubmissionStatus(row.id, row.item_count, pending, row.created_at, completed_at)
+    return SubmissionState(row.id, row.item_count, pending, row.created_at, completed_at)
 
 
 def list_submission_items(
-    engine: Engine, status: SubmissionStatus, limit: int, after_id: int | None
+    engine: Engine, status: SubmissionState, limit: int, after_id: int | None
 ) -> list[Row]:
     """One page of the submission's items with their predictions, in id order."""
     query = (

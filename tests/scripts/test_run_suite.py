@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from scripts.run_suite import COMPOSE_FILE, load_processes
+from src.db.migrate import head_revision
 from tests.stack.runner import PORT_VARIABLES, READY_LINE, start_runner, stop_runner
 from tooling.compose_variables import interpolate
 from tooling.processes import REPO_ROOT, port_is_free
@@ -103,7 +104,7 @@ def test_make_run_serves_the_readme_examples_and_stops_cleanly(tmp_path):
         # The migration ran to its end first, on the runner's database.
         log = stack.log()
         assert "running migrate" in log
-        assert log.index("schema empty (no tables) -> 0002") < log.index(READY_LINE)
+        assert log.index(f"schema empty (no tables) -> {head_revision()}") < log.index(READY_LINE)
         # The runner, and under it every long-running compose service's process.
         assert len(_processes_with_marker(marker)) > len(LONG_RUNNING)
         ports = {"9100": stack.env["PROXY_PORT"], "8000": stack.env["API_PORT"]}
