@@ -316,9 +316,10 @@ def test_past_max_backlog_a_post_is_a_503_with_retry_after_until_the_job_drains(
 
 
 def test_the_openapi_document_declares_the_key_the_submission_route_and_retry_after():
-    from src.api.app import app
+    from src.api.app import create_app
+    from src.settings import ApiSettings
 
-    document = app.openapi()
+    document = create_app(ApiSettings()).openapi()
     register = document["paths"]["/predict"]["post"]
     assert any(p["name"] == KEY_HEADER and p["in"] == "header" for p in register["parameters"])
     assert "Retry-After" in register["responses"]["503"]["headers"]
