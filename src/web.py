@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from src.docs_pages import add_offline_docs
 from src.observability import RequestContextMiddleware, configure_logging, request_id_var
 from src.oip import BINARY_HEADER
 from src.schemas import ErrorResponse
@@ -133,9 +134,14 @@ async def _metrics() -> Response:
 
 
 def create_app(title: str, lifespan: Callable, description: str = "") -> FastAPI:
-    """A FastAPI app with the suite's error handlers, request middleware and /metrics."""
+    """A FastAPI app with the suite's error handlers, request middleware, /metrics and docs."""
     app = FastAPI(
-        title=title, description=description, lifespan=lifespan, responses=error_responses(500)
+        title=title,
+        description=description,
+        lifespan=lifespan,
+        responses=error_responses(500),
+        docs_url=None,  # add_offline_docs serves /docs and /redoc without a CDN
+        redoc_url=None,
     )
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -143,6 +149,7 @@ def create_app(title: str, lifespan: Callable, description: str = "") -> FastAPI
     app.add_middleware(RequestContextMiddleware)
     app.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)
     app.openapi = _drop_oip_422s(app)
+    add_offline_docs(app)
     return app
 
 

@@ -1,0 +1,140 @@
+"""/docs and /redoc of real processes, rendered by headless Chromium with no network.
+
+Chromium resolves no host but 127.0.0.1, so a page that needs a CDN renders nothing;
+its net log must show that the page asked for nothing beyond the process itself.
+Needs Debian's `chromium` (installed by .ci/run); skips without it unless CI=true.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import httpx
+import pytest
+
+from tests.batch_support import ready_engine, sqlite_url
+from tests.processes import ProcessStarter
+
+pytestmark = pytest.mark.timeout(300)
+
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # Autofill asks Google about every page it sees, on the page's behalf.
+    "--disable-features=AutofillServerCommunication",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+    # Lets the page's scripts fetch /openapi.json and render before the DOM is dumped.
+    "--virtual-time-budget=20000",
+)
+_LOCAL = re.compile(r"^(http://127\.0\.0\.1:\d+/|data:|blob:)")
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        if path := shutil.which(name):
+            return path
+    if os.environ.get("CI") == "true":
+        pytest.fail("no chromium on PATH (.ci/run installs Debian's chromium)")
+    pytest.skip(reason="no chromium on PATH: apt-get install chromium")
+
+
+def render(url: str, workdir) -> tuple[str, list[str]]:
+    """The DOM Chromium rendered at `url`, and every URL the page itself requested."""
+    net_log = workdir / "net-log.json"
+    result = subprocess.run(
+        [
+            chromium(),
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={workdir / 'profile'}",
+            f"--log-net-log={net_log}",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout, page_requests(net_log)
+
+
+def page_requests(net_log) -> list[str]:
+    """URLs requested on behalf of a 127.0.0.1 page (not the browser's own update checks)."""
+    log = json.loads(net_log.read_text())
+    start_job = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
+    # A request's network isolation key is the top frame's site, wherever the request goes.
+    starts = [event.get("params", {}) for event in log["events"] if event["type"] == start_job]
+    return [
+        params["url"]
+        for params in starts
+        if params.get("network_isolation_key", "").startswith("http://127.0.0.1")
+    ]
+
+
+@pytest.fixture(scope="module")
+def api_url(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("docs-api")
+    url = sqlite_url(directory)
+    ready_engine(url).dispose()
+    starter = ProcessStarter(directory)
+    try:
+        yield starter.start_http("api", ["src.api"], {"DATABASE_URL": url}).base_url
+    finally:
+        starter.stop_all()
+
+
+@pytest.fixture
+def base_urls(suite, api_url) -> dict[str, str]:
+    return {
+        "proxy": suite.proxy.base_url,
+        "service": suite.services["setosa"].base_url,
+        "api": api_url,
+    }
+
+
+def operations(base_url: str) -> list[tuple[str, str]]:
+    """(path, operationId) of every operation of the process's OpenAPI document."""
+    document = httpx.get(base_url + "/openapi.json", timeout=10).json()
+    return [
+        (path, operation["operationId"])
+        for path, methods in document["paths"].items()
+        for operation in methods.values()
+    ]
+
+
+@pytest.mark.parametrize("process", ["proxy", "service", "api"])
+def test_swagger_ui_renders_every_operation_offline(process, base_urls, tmp_path):
+    base_url = base_urls[process]
+    dom, requested = render(base_url + "/docs", tmp_path)
+    rendered = set(re.findall(r'class="opblock-summary-path" data-path="([^"]+)"', dom))
+    expected = {path for path, _ in operations(base_url)}
+    assert expected and rendered == expected, dom[-2000:]
+    assert any(url.endswith("/docs-assets/swagger-ui-bundle.js") for url in requested), requested
+    assert all(_LOCAL.match(url) for url in requested), requested
+
+
+@pytest.mark.parametrize("process", ["proxy", "service", "api"])
+def test_redoc_renders_every_operation_offline(process, base_urls, tmp_path):
+    base_url = base_urls[process]
+    dom, requested = render(base_url + "/redoc", tmp_path)
+    rendered = set(re.findall(r'href="#(?:tag/[^"/]+/)?operation/([^"]+)"', dom))
+    expected = {operation_id for _, operation_id in operations(base_url)}
+    assert expected and rendered == expected, dom[-2000:]
+    assert any(url.endswith("/docs-assets/redoc.standalone.js") for url in requested), requested
+    assert all(_LOCAL.match(url) for url in requested), requested
+
+
+def test_the_pages_name_no_host_but_their_own(base_urls):
+    for base_url in base_urls.values():
+        for page in ("/docs", "/redoc"):
+            html = httpx.get(base_url + page, timeout=10).text
+            assert not re.search(r"https?://", html), (base_url, page, html)
+
