@@ -137,4 +137,3 @@ def test_the_pages_name_no_host_but_their_own(base_urls):
         for page in ("/docs", "/redoc"):
             html = httpx.get(base_url + page, timeout=10).text
             assert not re.search(r"https?://", html), (base_url, page, html)
-
