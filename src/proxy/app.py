@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from src.observability import configure_logging
 from src.proxy import v2
 from src.proxy.backends import BackendResult, Backends, create_session
+from src.proxy.degraded import count_if_degraded
 from src.proxy.dependencies import BackendsDep
 from src.proxy.ensemble import best_labels
 from src.schemas import (
@@ -109,7 +110,10 @@ async def _fan_out(backends: Backends, method: str, path: str, content: bytes | 
     if not any(result.ok for result in results.values()):
         return _all_failed(results)
     answered = {name for name, result in results.items() if result.ok}
-    return _required_failed(backends, results, answered) or _keyed(results)
+    if required_failed := _required_failed(backends, results, answered):
+        return required_failed
+    count_if_degraded("keyed", set(results) - answered)
+    return _keyed(results)
 
 
 @app.get("/health", response_model=HealthResponse)
@@ -174,6 +178,7 @@ async def predict_label(body: ValidRowsBody, backends: BackendsDep):
     answered = set(results) - set(labels.unavailable)
     if required_failed := _required_failed(backends, results, answered):
         return required_failed
+    count_if_degraded("label", labels.unavailable)
     labelled = [
         {"proba": proba, "label": label}
         for label, proba in zip(labels.labels, labels.probas, strict=True)

@@ -30,6 +30,7 @@ from src.oip import (
     selected_outputs,
 )
 from src.proxy.backends import BackendResult, Backends
+from src.proxy.degraded import count_if_degraded
 from src.proxy.dependencies import BackendsDep, SettingsDep
 from src.proxy.ensemble import best_labels
 from src.schemas import class_probabilities
@@ -173,6 +174,7 @@ async def infer(
     # HARD_DEPENDENCIES hold for the ensemble as for /predict/label.
     if missing := backends.missing_required(set(results) - set(labels.unavailable)):
         return _unavailable(f"required service failed: {', '.join(missing)}", results)
+    count_if_degraded("ensemble", labels.unavailable)
     tensors = {
         "label": bytes_output("label", labels.labels),
         "proba": {"name": "proba", "datatype": FP32, "shape": [len(rows)], "data": labels.probas},

@@ -49,6 +49,10 @@ PASS_DURATION = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
 )
 BACKLOG = Gauge("batch_job_backlog_items", "Unscored items, as of the last count")
+# An alert compares it with the time: a job that stopped passing shows no error of its own.
+LAST_PASS = Gauge(
+    "batch_job_last_pass_timestamp_seconds", "Unix time the last completed pass ended (0: none)"
+)
 ERRORS = Counter("batch_job_errors_total", "Failed chunks and passes", ["kind"])
 DB_RETRIES = Counter("batch_job_db_retries_total", "Attempts retried: database unreachable")
 
@@ -157,6 +161,7 @@ def run_pass(
     PASSES.inc()
     PASS_DURATION.observe(result.seconds)
     BACKLOG.set(queries.count_backlog(engine))
+    LAST_PASS.set_to_current_time()
     stopped = " (stopped early)" if stop_event.is_set() else ""
     if result.scored == 0:
         logger.info("pass done: nothing to score (%.2fs)%s", result.seconds, stopped)
