@@ -14,9 +14,6 @@ import subprocess
 import httpx
 import pytest
 
-from tests.batch_support import ready_engine, sqlite_url
-from tests.processes import ProcessStarter
-
 pytestmark = pytest.mark.timeout(300)
 
 CHROMIUM_FLAGS = (
@@ -79,24 +76,12 @@ def page_requests(net_log) -> list[str]:
     ]
 
 
-@pytest.fixture(scope="module")
-def api_url(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("docs-api")
-    url = sqlite_url(directory)
-    ready_engine(url).dispose()
-    starter = ProcessStarter(directory)
-    try:
-        yield starter.start_http("api", ["src.api"], {"DATABASE_URL": url}).base_url
-    finally:
-        starter.stop_all()
-
-
 @pytest.fixture
-def base_urls(suite, api_url) -> dict[str, str]:
+def base_urls(suite, sqlite_api) -> dict[str, str]:
     return {
         "proxy": suite.proxy.base_url,
         "service": suite.services["setosa"].base_url,
-        "api": api_url,
+        "api": sqlite_api.base_url,
     }
 
 

@@ -50,6 +50,7 @@ PASS_DURATION = Histogram(
 )
 BACKLOG = Gauge("batch_job_backlog_items", "Unscored items, as of the last count")
 # An alert compares it with the time: a job that stopped passing shows no error of its own.
+WAIT_TIME = Gauge("batch_job_wait_time_seconds", "BATCH_WAIT_TIME: the pause between passes")
 LAST_PASS = Gauge(
     "batch_job_last_pass_timestamp_seconds", "Unix time the last completed pass ended (0: none)"
 )
@@ -218,6 +219,7 @@ def run(settings: JobSettings, predictor: Predictor, once: bool, stop_event: thr
         "stop_event": stop_event,
         "on_retry": _count_retry,
     }
+    WAIT_TIME.set(settings.batch_wait_time)
     pool = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="scorer")
     try:
         # Waits for the database like a pass does; an old schema ends the job with one line.

@@ -199,6 +199,7 @@ def test_metrics_show_the_backlog_drained(database_url, processes):
     assert _metric(metrics, "batch_job_backlog_items") == 0
     assert _metric(metrics, "batch_job_pass_duration_seconds_count") >= 1
     assert started < _metric(metrics, "batch_job_last_pass_timestamp_seconds") <= time.time()
+    assert _metric(metrics, "batch_job_wait_time_seconds") == 0.2
     assert job.alive()
 
 
