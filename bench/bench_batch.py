@@ -17,6 +17,10 @@ Then the history scenario (skip it with --history-items 0), each job figure one
 - one pass over a backlog of --history-items unscored items: items/s, and the job's peak
   RSS (its own rusage from wait4, which the kernel keeps per child).
 
+Last the backlog sweep (skip it with --sweep-backlogs ''): one `--once` pass over each
+backlog size in a fresh database, items/s against backlog size, charted in
+bench/results/batch-backlog.png.
+
 The server comes from BENCH_DATABASE_URL, TEST_DATABASE_URL or MYSQL_SERVER/MYSQL_PORT/
 MYSQL_USER/MYSQL_PASSWORD (default 127.0.0.1:3306, root, no password). The database
 `bench_<random>` is dropped at the end unless --keep.
@@ -24,6 +28,7 @@ MYSQL_USER/MYSQL_PASSWORD (default 127.0.0.1:3306, root, no password). The datab
 
 import argparse
 import os
+import platform
 import re
 import signal
 import statistics
@@ -40,6 +45,7 @@ from sqlalchemy.engine import URL, make_url
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from bench.plots import RESULTS_DIR, plot_backlog_sweep  # noqa: E402
 from src.db import queries  # noqa: E402
 from src.db.engine import create_db_engine, write_transaction  # noqa: E402
 from src.db.migrate import upgrade  # noqa: E402
@@ -393,6 +399,11 @@ def main() -> None:
         "--history-items", type=int, default=1_000_000, help="0: skip the history scenario"
     )
     parser.add_argument("--repeats", type=int, default=3, help="runs per history figure")
+    parser.add_argument(
+        "--sweep-backlogs",
+        default="1000,5000,20000,100000",
+        help="backlog sizes of the sweep, comma-separated ('': no sweep)",
+    )
     args = parser.parse_args()
     args.log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -425,11 +436,36 @@ def main() -> None:
         )
         if args.history_items:
             history_scenario(server, args, created)
+        if args.sweep_backlogs:
+            backlogs = [int(size) for size in args.sweep_backlogs.split(",")]
+            backlog_sweep(server, args, created, backlogs, version)
     finally:
         if not args.keep:
             with connect(server, autocommit=True) as admin, admin.cursor() as cursor:
                 for name in created:
                     cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def backlog_sweep(server: URL, args, created: list[str], backlogs: list[int], version) -> None:
+    """One `--once` pass over each backlog in a fresh database; prints and charts items/s."""
+    points = []
+    print()
+    print("backlog sweep: one --once pass per backlog size, each in a fresh database")
+    print(f"{'backlog':>9} {'scored':>9} {'pass s':>9} {'items/s':>10}")
+    for backlog in backlogs:
+        url = new_database(server, created)
+        seed_items(server, created[-1], backlog, scored=False)
+        scored, seconds, _ = time_job_pass(url, args.threads, args.chunk_size, args.log_dir)
+        if scored != backlog:
+            raise SystemExit(f"the pass scored {scored} of a backlog of {backlog}")
+        points.append((backlog, scored / seconds))
+        print(f"{backlog:>9,} {scored:>9,} {seconds:>9.3f} {scored / seconds:>10,.0f}")
+    subtitle = (
+        f"{args.threads} threads, chunks of {args.chunk_size}, {version.split('-')[0]} on the "
+        f"same machine; {time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores"
+    )
+    path = plot_backlog_sweep(points, subtitle, RESULTS_DIR / "batch-backlog.png")
+    print(f"chart: {path}")
 
 
 def print_fresh_figures(
