@@ -13,7 +13,7 @@ RUN printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin
     && chown nobody:nogroup /prometheus /etc/prometheus
 
 LABEL org.opencontainers.image.title="prom/prometheus stand-in (Prometheus 2 from Debian)" \
-      ml-serving-patterns.standin="prom/prometheus"
+      ml-serving-patterns.standin="prom/prometheus:v3.5.0"
 USER nobody
 WORKDIR /prometheus
 VOLUME /prometheus
