@@ -6,6 +6,7 @@ keeps the pages to their own origin: ReDoc always asks a CDN for its footer logo
 Swagger UI can be told to fetch any URL, which the policy turns into no request at all.
 """
 
+from collections.abc import Callable
 from importlib.resources import files
 
 from fastapi import FastAPI, Request
@@ -31,36 +32,42 @@ CONTENT_SECURITY_POLICY = "; ".join(
 SWAGGER_UI_PARAMETERS = {"validatorUrl": None}
 
 
+def _own_origin_page(request: Request, build: Callable[[str], HTMLResponse]) -> HTMLResponse:
+    """The page `build` makes for the app's root path, kept to its own origin."""
+    page = build(request.scope.get("root_path", ""))
+    page.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    return page
+
+
 def add_offline_docs(app: FastAPI) -> None:
     """Serve /docs and /redoc from packaged assets; the app is made with docs_url=None."""
     assets = files("fastapi_offline") / "static"
     app.mount(ASSETS_PATH, StaticFiles(directory=str(assets)), name="docs-assets")
-    headers = {"Content-Security-Policy": CONTENT_SECURITY_POLICY}
 
     async def swagger_ui(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
-        page = get_swagger_ui_html(
-            openapi_url=root + app.openapi_url,
-            title=f"{app.title} - Swagger UI",
-            swagger_js_url=f"{root}{ASSETS_PATH}/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}{ASSETS_PATH}/swagger-ui.css",
-            swagger_favicon_url=f"{root}{ASSETS_PATH}/favicon.png",
-            swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
+        return _own_origin_page(
+            request,
+            lambda root: get_swagger_ui_html(
+                openapi_url=root + app.openapi_url,
+                title=f"{app.title} - Swagger UI",
+                swagger_js_url=f"{root}{ASSETS_PATH}/swagger-ui-bundle.js",
+                swagger_css_url=f"{root}{ASSETS_PATH}/swagger-ui.css",
+                swagger_favicon_url=f"{root}{ASSETS_PATH}/favicon.png",
+                swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
+            ),
         )
-        page.headers.update(headers)
-        return page
 
     async def redoc(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
-        page = get_redoc_html(
-            openapi_url=root + app.openapi_url,
-            title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{root}{ASSETS_PATH}/redoc.standalone.js",
-            redoc_favicon_url=f"{root}{ASSETS_PATH}/favicon.png",
-            with_google_fonts=False,
+        return _own_origin_page(
+            request,
+            lambda root: get_redoc_html(
+                openapi_url=root + app.openapi_url,
+                title=f"{app.title} - ReDoc",
+                redoc_js_url=f"{root}{ASSETS_PATH}/redoc.standalone.js",
+                redoc_favicon_url=f"{root}{ASSETS_PATH}/favicon.png",
+                with_google_fonts=False,
+            ),
         )
-        page.headers.update(headers)
-        return page
 
     app.add_api_route("/docs", swagger_ui, methods=["GET"], include_in_schema=False)
     app.add_api_route("/redoc", redoc, methods=["GET"], include_in_schema=False)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.batch_support import ready_engine, sqlite_url
+from tests.batch_support import sqlite_starter
 from tests.processes import ProcessStarter, start_horizontal_suite
 
 
@@ -31,11 +31,5 @@ def own_suite(processes):
 @pytest.fixture(scope="module")
 def sqlite_api(tmp_path_factory):
     """`python -m src.api` on a migrated SQLite file, shared by a module."""
-    directory = tmp_path_factory.mktemp("sqlite-api")
-    url = sqlite_url(directory)
-    ready_engine(url).dispose()
-    starter = ProcessStarter(directory)
-    try:
+    with sqlite_starter(tmp_path_factory.mktemp("sqlite-api")) as (url, starter):
         yield starter.start_http("api", ["src.api"], {"DATABASE_URL": url})
-    finally:
-        starter.stop_all()

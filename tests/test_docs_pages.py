@@ -95,30 +95,29 @@ def operations(base_url: str) -> list[tuple[str, str]]:
     ]
 
 
-@pytest.mark.parametrize("process", ["proxy", "service", "api"])
-def test_swagger_ui_renders_every_operation_offline(process, base_urls, tmp_path):
-    base_url = base_urls[process]
-    dom, requested = render(base_url + "/docs", tmp_path)
-    rendered = set(re.findall(r'class="opblock-summary-path" data-path="([^"]+)"', dom))
-    expected = {path for path, _ in operations(base_url)}
-    assert expected and rendered == expected, dom[-2000:]
-    assert any(url.endswith("/docs-assets/swagger-ui-bundle.js") for url in requested), requested
-    assert all(_LOCAL.match(url) for url in requested), requested
+# Per page: where the rendered DOM names each operation, what names it (the operation's
+# path in Swagger UI, its operationId in ReDoc), and the page's script.
+PAGES = {
+    "/docs": (r'class="opblock-summary-path" data-path="([^"]+)"', 0, "swagger-ui-bundle.js"),
+    "/redoc": (r'href="#(?:tag/[^"/]+/)?operation/([^"]+)"', 1, "redoc.standalone.js"),
+}
 
 
+@pytest.mark.parametrize("page", PAGES)
 @pytest.mark.parametrize("process", ["proxy", "service", "api"])
-def test_redoc_renders_every_operation_offline(process, base_urls, tmp_path):
+def test_the_page_renders_every_operation_offline(process, page, base_urls, tmp_path):
     base_url = base_urls[process]
-    dom, requested = render(base_url + "/redoc", tmp_path)
-    rendered = set(re.findall(r'href="#(?:tag/[^"/]+/)?operation/([^"]+)"', dom))
-    expected = {operation_id for _, operation_id in operations(base_url)}
+    pattern, key, script = PAGES[page]
+    dom, requested = render(base_url + page, tmp_path)
+    rendered = set(re.findall(pattern, dom))
+    expected = {operation[key] for operation in operations(base_url)}
     assert expected and rendered == expected, dom[-2000:]
-    assert any(url.endswith("/docs-assets/redoc.standalone.js") for url in requested), requested
+    assert any(url.endswith(f"/docs-assets/{script}") for url in requested), requested
     assert all(_LOCAL.match(url) for url in requested), requested
 
 
 def test_the_pages_name_no_host_but_their_own(base_urls):
     for base_url in base_urls.values():
-        for page in ("/docs", "/redoc"):
+        for page in PAGES:
             html = httpx.get(base_url + page, timeout=10).text
             assert not re.search(r"https?://", html), (base_url, page, html)

@@ -16,9 +16,9 @@ import httpx
 import pytest
 import yaml
 
-from tests.batch_support import job_env, ready_engine, sqlite_url, wait_for
+from tests.batch_support import job_env, sqlite_starter, wait_for
 from tests.compose.project import pinned_compose_binary
-from tests.processes import REPO_ROOT, ProcessStarter, free_port
+from tests.processes import REPO_ROOT, free_port
 
 MONITORING = REPO_ROOT / "monitoring"
 RULES = MONITORING / "rules" / "alerts.yml"
@@ -147,12 +147,7 @@ def exported_names(metrics_text: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def job_metrics_url(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("job-metrics")
-    url = sqlite_url(directory)
-    ready_engine(url).dispose()
-    starter = ProcessStarter(directory)
     port = free_port()
-    starter.start("job", ["src.task.job"], job_env(url, METRICS_PORT=port, BATCH_WAIT_TIME=1))
     metrics_url = f"http://127.0.0.1:{port}/metrics"
 
     def passed() -> bool:
@@ -161,11 +156,11 @@ def job_metrics_url(tmp_path_factory):
         except httpx.TransportError:
             return False
 
-    try:
+    with sqlite_starter(tmp_path_factory.mktemp("job-metrics")) as (url, starter):
+        env = job_env(url, METRICS_PORT=port, BATCH_WAIT_TIME=1)
+        starter.start("job", ["src.task.job"], env)
         wait_for(passed, 30, "the job's first pass")
         yield metrics_url
-    finally:
-        starter.stop_all()
 
 
 def test_every_metric_of_the_dashboard_and_the_rules_is_exported(
