@@ -460,8 +460,11 @@ def backlog_sweep(server: URL, args, created: list[str], backlogs: list[int], ve
             raise SystemExit(f"the pass scored {scored} of a backlog of {backlog}")
         points.append((backlog, scored / seconds))
         print(f"{backlog:>9,} {scored:>9,} {seconds:>9.3f} {scored / seconds:>10,.0f}")
+    server_name = " ".join(
+        version.split("-")[1::-1]
+    )  # "10.11.19-MariaDB-..." -> "MariaDB 10.11.19"
     subtitle = (
-        f"{args.threads} threads, chunks of {args.chunk_size}, {version.split('-')[0]} on the "
+        f"{args.threads} threads, chunks of {args.chunk_size}, {server_name} on the "
         f"same machine; {time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores"
     )
     path = plot_backlog_sweep(points, subtitle, RESULTS_DIR / "batch-backlog.png")
