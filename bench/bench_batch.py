@@ -25,6 +25,9 @@ Then the client scenario of docs/batch-api.md (skip it with --submission-items 0
 - a retention sweep of 100,000 old scored items among them (seconds, rows/s, seconds per
   1,000-row transaction), and a pass over 10,000 new items while a sweep runs against one
   without, alternated.
+Last the backlog sweep (skip it with --sweep-backlogs ''): one `--once` pass over each
+backlog size in a fresh database, items/s against backlog size, charted in
+bench/results/batch-backlog.png.
 
 The server comes from BENCH_DATABASE_URL, TEST_DATABASE_URL or MYSQL_SERVER/MYSQL_PORT/
 MYSQL_USER/MYSQL_PASSWORD (default 127.0.0.1:3306, root, no password). The database
@@ -33,6 +36,7 @@ MYSQL_USER/MYSQL_PASSWORD (default 127.0.0.1:3306, root, no password). The datab
 
 import argparse
 import os
+import platform
 import re
 import statistics
 import threading
@@ -46,6 +50,7 @@ import httpx
 import numpy as np
 from sqlalchemy.engine import URL, make_url
 
+from bench.plots import RESULTS_DIR, plot_backlog_sweep
 from src.db import queries, retention
 from src.db.engine import create_db_engine, write_transaction
 from src.db.migrate import upgrade
@@ -524,6 +529,11 @@ def main() -> None:
         "--submission-items", type=int, default=1_000_000, help="0: skip the client scenario"
     )
     parser.add_argument("--only-clients", action="store_true", help="run only the client scenario")
+    parser.add_argument(
+        "--sweep-backlogs",
+        default="1000,5000,20000,100000",
+        help="backlog sizes of the sweep, comma-separated ('': no sweep)",
+    )
     args = parser.parse_args()
     args.log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -561,11 +571,39 @@ def main() -> None:
             history_scenario(server, args, created)
         if args.submission_items:
             submission_scenario(server, args, created)
+        if args.sweep_backlogs:
+            backlogs = [int(size) for size in args.sweep_backlogs.split(",")]
+            backlog_sweep(server, args, created, backlogs, version)
     finally:
         if not args.keep:
             with connect(server, autocommit=True) as admin, admin.cursor() as cursor:
                 for name in created:
                     cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def backlog_sweep(server: URL, args, created: list[str], backlogs: list[int], version) -> None:
+    """One `--once` pass over each backlog in a fresh database; prints and charts items/s."""
+    points = []
+    print()
+    print("backlog sweep: one --once pass per backlog size, each in a fresh database")
+    print(f"{'backlog':>9} {'scored':>9} {'pass s':>9} {'items/s':>10}")
+    for backlog in backlogs:
+        url = new_database(server, created)
+        seed_items(server, created[-1], backlog, scored=False)
+        scored, seconds, _ = time_job_pass(url, args.threads, args.chunk_size, args.log_dir)
+        if scored != backlog:
+            raise SystemExit(f"the pass scored {scored} of a backlog of {backlog}")
+        points.append((backlog, scored / seconds))
+        print(f"{backlog:>9,} {scored:>9,} {seconds:>9.3f} {scored / seconds:>10,.0f}")
+    server_name = " ".join(
+        version.split("-")[1::-1]
+    )  # "10.11.19-MariaDB-..." -> "MariaDB 10.11.19"
+    subtitle = (
+        f"{args.threads} threads, chunks of {args.chunk_size}, {server_name} on the "
+        f"same machine; {time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores"
+    )
+    path = plot_backlog_sweep(points, subtitle, RESULTS_DIR / "batch-backlog.png")
+    print(f"chart: {path}")
 
 
 def print_fresh_figures(

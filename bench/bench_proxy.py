@@ -8,6 +8,8 @@ concurrency 8), the proxy's floors (its CPU per GET /health and per GET /health/
 the latency of one 10,000-row request, proxied and direct.
 Run: `make bench-proxy` (or `python -m bench.bench_proxy --requests 2000`);
 `--scenario client` compares the fan-out's HTTP clients, `--scenario hung` a hung service.
+The compare scenario ends with a sweep of concurrency (proxy and direct, alternating) and
+charts it in bench/results/proxy-concurrency.png; `--scenario sweep` runs only that.
 """
 
 import argparse
@@ -30,12 +32,19 @@ import orjson
 import uvloop
 
 # The test harness already starts suite processes on free ports and stops them.
+from bench.plots import RESULTS_DIR, plot_concurrency_sweep
 from src.proxy.backends import create_session
-from tooling.processes import ProcessStarter, free_port, wait_until_healthy
+from tooling.processes import (
+    ProcessStarter,
+    free_port,
+    start_horizontal_suite,
+    wait_until_healthy,
+)
 
 CLASSES = ("setosa", "versicolor", "virginica")
 BODY = {"data": [[6.5, 3.0, 5.5, 1.8]]}
 LARGE_ROWS = 10_000
+SWEEP_CONCURRENCY = (1, 2, 4, 8, 16, 32, 64)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -199,10 +208,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--scenario",
-        choices=["compare", "client", "hung"],
+        choices=["compare", "sweep", "client", "hung"],
         default="compare",
-        help="compare: proxy vs direct vs naive (above); client: the fan-out's HTTP clients "
-        "compared; hung: one service SIGSTOPped (below)",
+        help="compare: proxy vs direct vs naive, then the sweep (above); sweep: only the "
+        "sweep; client: the fan-out's HTTP clients compared; hung: one service SIGSTOPped",
+    )
+    parser.add_argument(
+        "--sweep-requests",
+        type=int,
+        default=600,
+        help="requests per target and concurrency in the sweep (0: no sweep)",
     )
     parser.add_argument("--requests", type=int, default=2000, help="requests per measurement")
     parser.add_argument(
@@ -223,6 +238,8 @@ def main() -> int:
         return hung_scenario(args.seconds, args.hung_rounds)
     if args.scenario == "client":
         return client_scenario(args.cpu_requests, args.rounds)
+    if args.scenario == "sweep":
+        return sweep_scenario(args.sweep_requests, args.rounds)
 
     starter = ProcessStarter(Path(tempfile.mkdtemp(prefix="bench-proxy-")))
     try:
@@ -290,6 +307,7 @@ def main() -> int:
                 args.large_repeats,
             )
         )
+        sweep = concurrency_sweep(proxy, services["setosa"], args.sweep_requests, args.rounds)
     finally:
         starter.stop_all()
 
@@ -373,7 +391,67 @@ def main() -> int:
     print()
     for text, met in checks:
         print(f"{'MET ' if met else 'MISSED'} {text}")
+    report_sweep(sweep, args.sweep_requests, args.rounds)
     return 0 if all(met for _, met in checks) else 1
+
+
+def concurrency_sweep(proxy, direct, requests: int, rounds: int) -> list[Result]:
+    """Proxy and direct call at each SWEEP_CONCURRENCY, alternating slices as above."""
+    if not requests:
+        return []
+    targets = {
+        "proxy": proxy.base_url + "/predict/label",
+        "direct setosa": direct.base_url + "/predict",
+    }
+    rounds = min(rounds, requests)
+    return [
+        result
+        for concurrency in SWEEP_CONCURRENCY
+        for result in asyncio.run(load_interleaved(targets, concurrency, requests, rounds))
+    ]
+
+
+def report_sweep(sweep: list[Result], requests: int, rounds: int) -> None:
+    """Print the sweep's table and draw its chart."""
+    if not sweep:
+        return
+    when = f"{time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores"
+    print(
+        f"\nConcurrency sweep, {requests} requests per line, {rounds} alternating slices ({when})"
+    )
+    print(
+        f"{'target':<16} {'conc':>4} {'reqs':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9} "
+        f"{'errors':>6}"
+    )
+    points: dict[str, list] = {}
+    for result in sweep:
+        print(result.row())
+        points.setdefault(result.target, []).append(
+            (
+                result.concurrency,
+                result.rps,
+                result.percentile(0.5),
+                result.percentile(0.95),
+                result.percentile(0.99),
+            )
+        )
+    subtitle = (
+        f"{requests} requests per point, 1 row each, load generator on the same machine; {when}"
+    )
+    path = plot_concurrency_sweep(points, subtitle, RESULTS_DIR / "proxy-concurrency.png")
+    print(f"chart: {path}")
+
+
+def sweep_scenario(requests: int, rounds: int) -> int:
+    """Only the concurrency sweep, on processes of its own."""
+    starter = ProcessStarter(Path(tempfile.mkdtemp(prefix="bench-proxy-sweep-")))
+    try:
+        suite = start_horizontal_suite(starter)
+        sweep = concurrency_sweep(suite.proxy, suite.services["setosa"], requests, rounds)
+    finally:
+        starter.stop_all()
+    report_sweep(sweep, requests, rounds)
+    return 1 if any(result.errors for result in sweep) else 0
 
 
 def _http_clients() -> dict[str, Callable[[], Any]]:

@@ -1,15 +1,18 @@
 """Make sure the base images the Dockerfiles and the compose file name exist locally.
 
-`python -m scripts.base_images` (or `make base-images`): for each of python:3.11-slim-bookworm
-and mysql:8.0, use the local image if there is one, else `docker pull` it, and only when
-the pull fails (no registry reachable) build a STAND-IN under the same name:
+`python -m scripts.base_images` (or `make base-images`): for each of python:3.11-slim-bookworm,
+mysql:8.0 and the monitoring profile's prom/prometheus, use the local image if there is
+one, else `docker pull` it, and only when the pull fails (no registry reachable) build a
+STAND-IN under the same name:
 
 - python:3.11-slim-bookworm: a Debian bookworm root filesystem made with
   `debootstrap --variant=minbase` from the mirror apt already uses, with python3, pip,
   venv and the CA certificates (this machine's bundle too, so pip inside a build reaches
   PyPI as it does here), `python`/`pip` on PATH, imported with `docker import`;
 - mysql:8.0: MariaDB 10.11 from Debian's packages on that image, with an entrypoint that
-  creates the database and user from MYSQL_* on first start (scripts/standins/).
+  creates the database and user from MYSQL_* on first start (scripts/standins/);
+- prom/prometheus: Prometheus 2 from Debian's package on that image, started like the
+  official image (scripts/standins/prometheus.Dockerfile).
 
 Stand-ins carry the label `ml-serving-patterns.standin`, and this script says loudly
 when it builds or uses one. The Dockerfiles and docker-compose.yml are left as users run
@@ -29,6 +32,7 @@ STANDIN_DIR = Path(__file__).resolve().parent / "standins"
 STANDIN_LABEL = "ml-serving-patterns.standin"
 PYTHON_IMAGE = "python:3.11-slim-bookworm"
 MYSQL_IMAGE = "mysql:8.0"
+PROMETHEUS_IMAGE = "prom/prometheus:v3.5.0"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 HOST_EXTRA_CAS = Path("/usr/local/share/ca-certificates")
@@ -115,11 +119,11 @@ def build_python_standin(workdir: Path) -> None:
         raise SystemExit("base_images: tar of the root filesystem failed")
 
 
-def build_mysql_standin() -> None:
-    say(f"docker build of the MariaDB stand-in as {MYSQL_IMAGE}")
+def build_standin(image: str, dockerfile: str) -> None:
+    say(f"docker build of {dockerfile} as {image}")
     docker(
-        "build", "--quiet", "--tag", MYSQL_IMAGE,
-        "--file", str(STANDIN_DIR / "mysql.Dockerfile"), str(STANDIN_DIR),
+        "build", "--quiet", "--tag", image,
+        "--file", str(STANDIN_DIR / dockerfile), str(STANDIN_DIR),
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
 
@@ -149,7 +153,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="base-images-") as workdir:
         ensure(PYTHON_IMAGE, lambda: build_python_standin(Path(workdir)))
     # Built from the python image (stand-in or official): both are Debian bookworm.
-    ensure(MYSQL_IMAGE, build_mysql_standin)
+    ensure(MYSQL_IMAGE, lambda: build_standin(MYSQL_IMAGE, "mysql.Dockerfile"))
+    ensure(PROMETHEUS_IMAGE, lambda: build_standin(PROMETHEUS_IMAGE, "prometheus.Dockerfile"))
     return 0
 
 

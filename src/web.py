@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from src.docs_pages import add_offline_docs
 from src.observability import RequestContextMiddleware, request_id_var
 from src.schemas import ErrorResponse, PredictRequest, row_limit_error
 from src.settings import CommonSettings
@@ -103,12 +104,17 @@ async def _metrics() -> Response:
 def create_app(
     title: str, settings: CommonSettings, lifespan: Callable | None = None, description: str = ""
 ) -> FastAPI:
-    """A FastAPI app with the suite's error handlers, request middleware and /metrics.
+    """A FastAPI app with the suite's error handlers, request middleware, /metrics and docs.
 
     `settings` is the process's one settings object, which routes reach by `get_settings`.
     """
     app = FastAPI(
-        title=title, description=description, lifespan=lifespan, responses=error_responses(500)
+        title=title,
+        description=description,
+        lifespan=lifespan,
+        responses=error_responses(500),
+        docs_url=None,  # add_offline_docs serves /docs and /redoc without a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -116,6 +122,7 @@ def create_app(
     app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(RequestContextMiddleware)
     app.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)
+    add_offline_docs(app)
     return app
 
 

@@ -74,6 +74,18 @@ def sqlite_url(directory: Path) -> str:
     return f"sqlite:///{directory / 'batch.sqlite3'}"
 
 
+@contextmanager
+def sqlite_starter(directory: Path) -> Iterator[tuple[str, ProcessStarter]]:
+    """A migrated SQLite file in `directory` and a starter whose processes end with the block."""
+    url = sqlite_url(directory)
+    ready_engine(url).dispose()
+    starter = ProcessStarter(directory)
+    try:
+        yield url, starter
+    finally:
+        starter.stop_all()
+
+
 def ready_engine(url: str):
     """An engine on `url` with the schema migrated to this release's, to seed and inspect."""
     engine = create_db_engine(url)

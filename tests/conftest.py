@@ -2,6 +2,7 @@
 
 import pytest
 
+from tests.batch_support import sqlite_starter
 from tooling.processes import ProcessStarter, start_horizontal_suite
 
 
@@ -25,3 +26,10 @@ def suite(tmp_path_factory):
 def own_suite(processes):
     """A horizontal suite of this test's own, for tests that stop or freeze services."""
     return start_horizontal_suite(processes, {"BACKEND_TIMEOUT": "0.5"})
+
+
+@pytest.fixture(scope="module")
+def sqlite_api(tmp_path_factory):
+    """`python -m src.api` on a migrated SQLite file, shared by a module."""
+    with sqlite_starter(tmp_path_factory.mktemp("sqlite-api")) as (url, starter):
+        yield starter.start_http("api", ["src.api"], {"DATABASE_URL": url})

@@ -172,7 +172,14 @@ class ComposeProject:
         }
 
 
-PUBLISHED_PORTS = ("API_PORT", "PROXY_PORT", "SETOSA_PORT", "VERSICOLOR_PORT", "VIRGINICA_PORT")
+PUBLISHED_PORTS = (
+    "API_PORT",
+    "PROXY_PORT",
+    "SETOSA_PORT",
+    "VERSICOLOR_PORT",
+    "VIRGINICA_PORT",
+    "PROMETHEUS_PORT",
+)
 
 
 def project_settings() -> dict[str, str]:

@@ -16,6 +16,7 @@ from src.proxy import v2
 from src.proxy.answers import required_failed, services_failed
 from src.proxy.backends import BackendResult, Backends, create_session
 from src.proxy.bodies import ValidRowsBody, class_probabilities, rows_body_openapi
+from src.proxy.degraded import count_if_degraded
 from src.proxy.dependencies import BackendsDep, SettingsDep
 from src.proxy.ensemble import best_labels
 from src.schemas import SAMPLE_ROW, HealthResponse, LabelPrediction
@@ -79,7 +80,10 @@ async def _fan_out(backends: Backends, method: str, path: str, content: bytes | 
     if not any(result.ok for result in results.values()):
         return services_failed("every service failed", results)
     answered = {name for name, result in results.items() if result.ok}
-    return required_failed(backends, results, answered) or _keyed(results)
+    if failed := required_failed(backends, results, answered):
+        return failed
+    count_if_degraded("keyed", set(results) - answered)
+    return _keyed(results)
 
 
 @router.get("/health", response_model=HealthResponse)
@@ -144,6 +148,7 @@ async def predict_label(body: ValidRowsBody, backends: BackendsDep):
     answered = set(results) - set(labels.unavailable)
     if failed := required_failed(backends, results, answered):
         return failed
+    count_if_degraded("label", labels.unavailable)
     labelled = [
         {"proba": proba, "label": label}
         for label, proba in zip(labels.labels, labels.probas, strict=True)

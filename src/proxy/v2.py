@@ -31,6 +31,7 @@ from src.oip.schemas import (
 from src.proxy.answers import required_failed, services_failed
 from src.proxy.backends import Backends
 from src.proxy.bodies import class_probabilities
+from src.proxy.degraded import count_if_degraded
 from src.proxy.dependencies import BackendsDep, SettingsDep
 from src.proxy.ensemble import best_labels
 from src.web import error_responses
@@ -153,6 +154,7 @@ async def infer(
     # HARD_DEPENDENCIES hold for the ensemble as for /predict/label.
     if failed := required_failed(backends, results, set(results) - set(labels.unavailable)):
         return failed
+    count_if_degraded("ensemble", labels.unavailable)
     tensors = {
         "label": bytes_output("label", labels.labels),
         "proba": {"name": "proba", "datatype": FP32, "shape": [len(rows)], "data": labels.probas},

@@ -60,6 +60,11 @@ RETENTION_DELETED = Counter(
 )
 for _table in retention.Swept().as_dict():
     RETENTION_DELETED.labels(_table)  # listed at 0 from the start, for rate() and alerts
+# An alert compares it with the time: a job that stopped passing shows no error of its own.
+WAIT_TIME = Gauge("batch_job_wait_time_seconds", "BATCH_WAIT_TIME: the pause between passes")
+LAST_PASS = Gauge(
+    "batch_job_last_pass_timestamp_seconds", "Unix time the last completed pass ended (0: none)"
+)
 ERRORS = Counter("batch_job_errors_total", "Failed chunks and passes", ["kind"])
 DB_RETRIES = Counter("batch_job_db_retries_total", "Attempts retried: database unreachable")
 
@@ -173,6 +178,7 @@ def run_pass(
     PASS_DURATION.observe(result.seconds)
     BACKLOG.set(queries.count_backlog(engine))
     OLDEST_UNSCORED_AGE.set(queries.oldest_unscored_age_seconds(engine))
+    LAST_PASS.set_to_current_time()
     stopped = " (stopped early)" if stop_event.is_set() else ""
     if result.scored == 0:
         logger.info("pass done: nothing to score (%.2fs)%s", result.seconds, stopped)
@@ -251,6 +257,7 @@ def run(settings: JobSettings, predictor: Predictor, once: bool, stop_event: thr
         "stop_event": stop_event,
         "on_retry": _count_retry,
     }
+    WAIT_TIME.set(settings.batch_wait_time)
     pool = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="scorer")
     try:
         # Waits for the database like a pass does; an old schema ends the job with one line.

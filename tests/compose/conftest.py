@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from tooling.compose_project import (
     ComposeProject,
@@ -43,6 +44,31 @@ def _ensure_base_images() -> None:
         pytest.fail(f"scripts/base_images.py failed:\n{result.stdout}\n{result.stderr[-3000:]}")
 
 
+def write_prometheus_config(directory, settings: dict[str, str]):
+    """monitoring/prometheus.yml with the project's ports and a short scrape interval.
+
+    The test project's processes listen on free ports (container port = host port), and
+    a 2-second interval lets the test see scrapes and rule evaluations within seconds.
+    """
+    config = yaml.safe_load((REPO_ROOT / "monitoring" / "prometheus.yml").read_text())
+    config["global"].update(scrape_interval="2s", evaluation_interval="2s")
+    for job in config["scrape_configs"]:
+        for static in job["static_configs"]:
+            static["targets"] = [_project_target(target, settings) for target in static["targets"]]
+    path = directory / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o644)  # read by the container's unprivileged user
+    return path
+
+
+def _project_target(target: str, settings: dict[str, str]) -> str:
+    host, port = target.split(":")
+    variable = {"proxy": "PROXY_PORT", "api": "API_PORT", "job": "JOB_METRICS_PORT"}.get(
+        host, host.removeprefix("service_").upper() + "_PORT"
+    )
+    return f"{host}:{settings.get(variable, port)}"
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A started stack under its own project name; `down -v` whatever the tests did."""
@@ -50,6 +76,7 @@ def project(tmp_path_factory):
     _ensure_base_images()
     directory = tmp_path_factory.mktemp("compose")
     settings = project_settings()
+    settings["PROMETHEUS_CONFIG"] = str(write_prometheus_config(directory, settings))
     env_file = directory / "test.env"
     env_file.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
     project = ComposeProject(

@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.test_monitoring import dashboard_exprs
 from tooling.compose_project import BUILT_SERVICES, WARNING_LINE
 from tooling.processes import REPO_ROOT, clean_environment
 
@@ -131,6 +132,66 @@ def test_the_stack_suite_passes_against_the_containers(project):
     )
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-2000:]
+
+
+def prometheus_query(project, query: str) -> list[dict]:
+    response = httpx.get(
+        f"http://127.0.0.1:{project.settings['PROMETHEUS_PORT']}/api/v1/query",
+        params={"query": query},
+        timeout=30,
+    )
+    assert response.status_code == 200, (query, response.text)
+    return response.json()["data"]["result"]
+
+
+def test_prometheus_scrapes_every_process_and_evaluates_the_rules(project):
+    # Named, Prometheus starts though its profile is off: Grafana, the profile's other
+    # service, has no image here (docs/monitoring.md).
+    seconds = project.up("prometheus")
+    print(f"compose tier: Prometheus up in {seconds:.1f}s")
+    api = f"http://127.0.0.1:{project.settings['PROMETHEUS_PORT']}/api/v1"
+    try:
+
+        def targets_up() -> dict | None:
+            try:
+                targets = httpx.get(api + "/targets", timeout=10).json()["data"]
+            except httpx.TransportError:
+                return None
+            active = targets["activeTargets"]
+            health = {target["labels"]["instance"]: target["health"] for target in active}
+            return health if set(health.values()) == {"up"} and len(health) == 6 else None
+
+        health = wait_for(targets_up, 60, "every target up in Prometheus")
+        assert {instance.split(":")[0] for instance in health} == {*BUILT_SERVICES}
+        series = {
+            "proxy": 'http_requests_total{job="proxy", route="/predict/label"}',
+            "services": 'http_requests_total{job="services", route="/predict"}',
+            "api": 'http_requests_total{job="api", route="/predict"}',
+            "job": 'batch_job_last_pass_timestamp_seconds{job="job"} > 0',
+        }
+        for job, query in series.items():
+            found = prometheus_query(project, query)
+            assert found, f"no series of {job}: {query}"
+        modes = {entry["metric"]["mode"] for entry in prometheus_query(project, series["services"])}
+        assert modes == set(SAMPLES)
+        circuits = prometheus_query(project, "proxy_backend_circuit_state")
+        assert {entry["metric"]["service"] for entry in circuits} == set(SAMPLES)
+
+        def rules_evaluated() -> list | None:
+            groups = httpx.get(api + "/rules", timeout=10).json()["data"]["groups"]
+            rules = [rule for group in groups for rule in group["rules"]]
+            return rules if rules and all(rule["health"] == "ok" for rule in rules) else None
+
+        rules = wait_for(rules_evaluated, 30, "the alert rules evaluated")
+        assert len(rules) == 6
+        firing = [rule["name"] for rule in rules if rule["state"] == "firing"]
+        assert firing == [], firing
+        for expr in dashboard_exprs():
+            prometheus_query(project, expr.replace("$__rate_interval", "1m"))
+    finally:
+        # Gone with its volume, which `down -v` leaves while the profile is off.
+        project.compose("rm", "--stop", "--force", "prometheus")
+        project.docker("volume", "rm", f"{project.name}_prometheus-data")
 
 
 def test_a_paused_class_service_degrades_the_answers_then_comes_back(project):

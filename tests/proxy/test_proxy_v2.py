@@ -8,6 +8,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
+from tests.metrics import metric_value
 from tooling.processes import CLASSES
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 4.2, 1.5], [6.5, 3.0, 5.5, 1.8]]
@@ -134,6 +135,7 @@ def test_a_killed_service_degrades_iris_and_makes_its_own_model_503(own_suite):
     )
     assert body["outputs"][0]["data"] == [entry["label"] for entry in label["predictions"]]
     assert body["outputs"][0]["data"][:2] == ["setosa", "versicolor"]
+    assert metric_value(base, "proxy_degraded_answers_total", answer="ensemble") == 1
     assert httpx.get(base + "/v2/health/ready").status_code == 200
     for path in ["", "/ready"]:
         response = httpx.get(base + f"/v2/models/virginica{path}")

@@ -188,13 +188,22 @@ def hard_virginica_suite(processes):
     )
 
 
-def test_a_soft_service_down_still_answers_200(hard_virginica_suite):
+def degraded(base: str, answer: str) -> float:
+    return metric_value(base, "proxy_degraded_answers_total", answer=answer)
+
+
+def test_a_soft_service_down_still_answers_200_counted_as_degraded(hard_virginica_suite):
     suite = hard_virginica_suite
+    base = suite.proxy.base_url
+    assert label(base).json()["unavailable"] == []
+    assert degraded(base, "label") == 0
     suite.services["setosa"].signal(signal.SIGKILL)
     suite.services["setosa"].popen.wait(10)
-    response = label(suite.proxy.base_url)
+    response = label(base)
     assert response.status_code == 200
     assert response.json()["unavailable"] == ["setosa"]
+    assert httpx.post(base + "/predict", json={"data": [ROW]}).status_code == 200
+    assert (degraded(base, "label"), degraded(base, "keyed")) == (1, 1)
 
 
 def test_a_hard_dependency_down_is_503_naming_it(hard_virginica_suite):
@@ -224,6 +233,8 @@ def test_a_hard_dependency_down_is_503_naming_it(hard_virginica_suite):
     assert health.status_code == 503
     assert health.json()["virginica"]["circuit"] == "open"
     assert set(health.json()) == set(CLASSES)
+    # A 503 is an error, not a degraded answer.
+    assert degraded(base, "label") == degraded(base, "keyed") == 0
 
 
 def test_a_per_service_timeout_overrides_the_global_one(processes):

@@ -2,6 +2,7 @@
 
 import re
 import signal
+import time
 from contextlib import contextmanager
 
 import httpx
@@ -183,6 +184,7 @@ def test_metrics_show_the_backlog_drained(database_url, processes):
     engine = ready_engine(database_url)
     _seed(engine, 300)
     port = free_port()
+    started = time.time()
     job = processes.start(
         "job", ["src.task"], job_env(database_url, METRICS_PORT=port, BATCH_WAIT_TIME=0.2)
     )
@@ -199,6 +201,8 @@ def test_metrics_show_the_backlog_drained(database_url, processes):
     assert _metric(metrics, "batch_job_backlog_items") == 0
     assert _metric(metrics, "batch_job_oldest_unscored_age_seconds") == 0
     assert _metric(metrics, "batch_job_pass_duration_seconds_count") >= 1
+    assert started < _metric(metrics, "batch_job_last_pass_timestamp_seconds") <= time.time()
+    assert _metric(metrics, "batch_job_wait_time_seconds") == 0.2
     assert job.alive()
 
 
