@@ -173,6 +173,9 @@ class DatabaseSettings(CommonSettings):
     mysql_user: str = "root"
     mysql_password: str = ""
     mysql_database: str = "sample_db"
+    # 0: an out-of-date schema stops the process at once. Under an orchestrator that starts
+    # everything together, the seconds to wait for the migrate one-shot instead.
+    migration_wait: float = Field(0, ge=0, description="seconds to wait for the migration")
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -16,9 +16,10 @@ from tenacity import (
     stop_never,
     stop_when_event_set,
     wait_exponential,
+    wait_fixed,
 )
 
-from src.db.migrate import require_current_schema
+from src.db.migrate import SchemaError, require_current_schema
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -81,8 +82,34 @@ def call_with_db_retry(
     return retrying(work)
 
 
-def require_current_schema_when_reachable(engine: Engine, **retry_options) -> str:
-    """Check the schema (src/db/migrate.py), waiting for the database to come up first."""
-    return call_with_db_retry(
-        lambda: require_current_schema(engine), what="checking the schema", **retry_options
+def require_current_schema_when_reachable(
+    engine: Engine, migration_wait: float = 0, **retry_options
+) -> str:
+    """Check the schema (src/db/migrate.py), waiting for the database to come up first.
+
+    With `migration_wait`, a schema that is not this release's is checked again every
+    second for that long: under an orchestrator that ignores start-up order (Swarm, a
+    Kubernetes Deployment beside its migrate Job) the migration may still be running.
+    """
+
+    def check() -> str:
+        return call_with_db_retry(
+            lambda: require_current_schema(engine), what="checking the schema", **retry_options
+        )
+
+    if not migration_wait:
+        return check()
+    stop = stop_after_delay(migration_wait)
+    if (stop_event := retry_options.get("stop_event")) is not None:
+        stop = stop | stop_when_event_set(stop_event)
+    retrying = Retrying(
+        retry=retry_if_exception_type(SchemaError),
+        wait=wait_fixed(1),
+        stop=stop,
+        sleep=stop_event.wait if stop_event is not None else threading.Event().wait,
+        before_sleep=lambda state: logger.info(
+            "waiting for the migration (%s)", state.outcome.exception() if state.outcome else ""
+        ),
+        reraise=True,
     )
+    return retrying(check)
