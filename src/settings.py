@@ -60,7 +60,7 @@ class ProxySettings(CommonSettings):
     services: dict[str, tuple[HttpUrl, ...]] = Field(default_factory=dict)
     # Replicas (src/proxy/replicas.py): every address a service's name resolves to.
     backend_connect_timeout: float = Field(
-        0.5, gt=0, description="seconds to connect to a replica before trying another"
+        1.0, gt=0, description="seconds to connect to a replica before trying another"
     )
     backend_resolve_interval: float = Field(
         2.0, gt=0, description="seconds between two lookups of a service's replicas"
