@@ -51,6 +51,17 @@ def main_container(workload: dict) -> dict:
     return containers[0]
 
 
+def autoscaler_of(deployment: dict) -> dict:
+    hpas = [
+        r
+        for r in k8s_resources()
+        if r["kind"] == "HorizontalPodAutoscaler"
+        and r["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    ]
+    assert len(hpas) == 1, f"{deployment['metadata']['name']}: expected one HPA"
+    return hpas[0]
+
+
 def named_port(container: dict, port) -> int:
     if isinstance(port, int):
         return port
@@ -201,14 +212,7 @@ def test_proxy_backends_are_the_class_services_of_the_cluster():
 @pytest.mark.parametrize("name", CLASS_SERVICES)
 def test_class_services_autoscale_on_cpu(name):
     deployment = workload_of(name)
-    hpas = [
-        r
-        for r in k8s_resources()
-        if r["kind"] == "HorizontalPodAutoscaler"
-        and r["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
-    ]
-    assert len(hpas) == 1, f"{name}: expected one HorizontalPodAutoscaler"
-    hpa = hpas[0]
+    hpa = autoscaler_of(deployment)
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["scaleTargetRef"]["kind"] == "Deployment"
     assert 1 <= hpa["spec"].get("minReplicas", 1) < hpa["spec"]["maxReplicas"]
@@ -307,12 +311,7 @@ def test_class_services_are_headless_and_rolled_without_losing_a_ready_replica(n
     assert probe["httpGet"]["path"] == "/health"
     # Longer than uvicorn's graceful shutdown, so requests in flight finish.
     assert pod_spec(deployment)["terminationGracePeriodSeconds"] > 10
-    hpa = next(
-        r
-        for r in k8s_resources()
-        if r["kind"] == "HorizontalPodAutoscaler"
-        and r["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
-    )
+    hpa = autoscaler_of(deployment)
     assert hpa["spec"]["minReplicas"] >= 2, "one replica lost must leave the class answered"
 
 
