@@ -8,7 +8,7 @@ replicas of each class service, two jobs; tests/swarm/stack.py), then per round,
     replacement takes calls;
 and once: the share of calls per virginica replica under steady load, and how a backlog
 of `--job-items` is split between the two jobs. Removes the stack at the end (and leaves
-the swarm if it joined it). Prints the figures; asserts nothing.
+the swarm when nothing else runs on it). Prints the figures; asserts nothing.
 """
 
 import argparse

@@ -6,9 +6,9 @@
 `docker compose config` does the merging and the ${VARIABLE} substitution (with the same
 defaults and env file as `docker compose up`); what is left is the part of the Compose
 specification that the stack loader of the Docker CLI reads differently: it wants
-published ports as numbers and CPU limits as strings, and has no `build`, `depends_on`, `restart` or project `name`
-(stack deploy names networks and volumes after the stack itself). JSON is YAML, so the
-output is a valid stack file.
+published ports as numbers and CPU limits as strings, and has no `build`, `depends_on`,
+`restart` or project `name` (stack deploy names networks and volumes after the stack
+itself). JSON is YAML, so the output is a valid stack file.
 """
 
 import argparse

@@ -1,7 +1,8 @@
 """The swarm tier: the suite deployed on a single-node Docker Swarm, then broken on purpose.
 
 Like the compose tier it skips without a Docker engine unless REQUIRE_DOCKER=1 (CI), and
-it always removes its stack and leaves the swarm it joined, whatever the tests did.
+it always removes its stack and leaves the swarm (once nothing else runs on it),
+whatever the tests did.
 """
 
 import secrets

@@ -1,8 +1,9 @@
 """The suite on a single-node Docker Swarm: docker-compose.yml + docker-stack.yml, deployed.
 
-`SwarmStack.start()` initialises the swarm when the engine is not in one (and `stop()`
-then leaves it), builds the images under a tag of its own, renders the stack file with
-scripts/stack_file.py and deploys it under a stack name of its own, on free host ports.
+`SwarmStack.start()` initialises the swarm when the engine is not in one (`stop()`
+leaves it once no service is left on it), builds the images under a tag of its own,
+renders the stack file with scripts/stack_file.py and deploys it under a stack name of
+its own, on free host ports.
 Shared by the swarm tier (tests/swarm) and bench/bench_swarm.py.
 """
 
@@ -66,7 +67,6 @@ class SwarmStack:
     name: str
     directory: Path
     settings: dict[str, str] = field(default_factory=dict)
-    joined_swarm: bool = False
 
     def __post_init__(self) -> None:
         self.env_file = self.directory / "stack.env"
@@ -94,7 +94,6 @@ class SwarmStack:
         state = self.docker("info", "--format", "{{.Swarm.LocalNodeState}}").strip()
         if state != "active":
             self.docker("swarm", "init", "--advertise-addr", "127.0.0.1")
-            self.joined_swarm = True
         self.compose_project.compose("build", timeout=900)
         stack_file = self.directory / "stack.json"
         config = compose_config(self.env_file, self.compose_project.environment())
@@ -106,7 +105,7 @@ class SwarmStack:
         self.wait_until_ready(timeout)
 
     def stop(self) -> None:
-        """Remove the stack, then leave the swarm if this stack joined it."""
+        """Remove the stack, then leave the swarm if nothing else runs on it."""
         try:
             self.docker("stack", "rm", self.name, check=False)
             # The network goes last, once every task's container is gone.
@@ -123,10 +122,9 @@ class SwarmStack:
                 if image.endswith(f":{IMAGE_TAG}-update"):
                     self.docker("image", "rm", image, check=False)
         finally:
-            # Left when this stack joined it, or when nothing else runs on it (a swarm that
-            # an earlier, interrupted run left behind); someone's own swarm stays.
-            others = self.docker("service", "ls", "--quiet", check=False).split()
-            if self.joined_swarm or not others:
+            # Left once nothing else runs on it, whoever joined it (an interrupted run may
+            # have); a swarm with services of someone else's, or another run's, stays.
+            if not self.docker("service", "ls", "--quiet", check=False).split():
                 self.docker("swarm", "leave", "--force", check=False)
 
     def service(self, name: str) -> str:
