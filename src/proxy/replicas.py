@@ -10,6 +10,7 @@ calls them anyway: the failure is then the service's, and its circuit breaker de
 """
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import socket
@@ -104,12 +105,15 @@ class ReplicaSet:
 
     async def ready(self) -> None:
         """Resolve the first time (awaited), then re-resolve in the background when stale."""
-        if self._resolved_at is None:
-            await self.refresh()
-        elif self._clock() - self._resolved_at >= self.resolve_interval and (
-            self._refreshing is None or self._refreshing.done()
-        ):
+        stale = self._resolved_at is None or (
+            self._clock() - self._resolved_at >= self.resolve_interval
+        )
+        if stale and (self._refreshing is None or self._refreshing.done()):
+            # One lookup at a time, however many calls find the list stale.
             self._refreshing = asyncio.create_task(self.refresh())
+        if self._resolved_at is None and self._refreshing is not None:
+            # Shielded: a caller that gives up must not cancel the others' lookup.
+            await asyncio.shield(self._refreshing)
 
     async def refresh(self) -> None:
         """Look the names up again: new addresses join, vanished ones leave the rotation."""
@@ -133,6 +137,10 @@ class ReplicaSet:
                 ", ".join(added) or "none",
                 ", ".join(removed) or "none",
             )
+        for address in removed:
+            # A replaced task never comes back under its address: drop its series.
+            with contextlib.suppress(KeyError):  # another set in this process dropped it
+                REPLICA_CALLS.remove(self.service, address)
         self.replicas = replicas
         self._gauge.set(len(replicas))
 

@@ -61,6 +61,9 @@ class _Server(ThreadingHTTPServer):
         self.connections.add(connection)
         return connection, address
 
+    def handle_error(self, request, client_address) -> None:
+        pass  # a connection cut by stop() mid-answer, on purpose
+
     def server_close(self) -> None:
         super().server_close()
         for connection in self.connections:
@@ -235,3 +238,19 @@ def test_a_service_variable_may_list_several_urls(separator):
         "http://127.0.0.2:9101/",
         "http://127.0.0.3:9101/",
     ]
+
+
+def test_calls_that_find_the_name_unresolved_share_one_lookup():
+    async def scenario():
+        with two_replicas() as replicas:
+            async with create_session(max_connections=8, keepalive_seconds=5) as session:
+                names = Names(list(REPLICA_HOSTS))
+                backends = backends_for(session, replicas.port, names)
+                results = await asyncio.gather(
+                    *(backends.call_one("svc", "GET", "/health") for _ in range(10))
+                )
+                return names.lookups, results
+
+    lookups, results = asyncio.run(scenario())
+    assert lookups == 1
+    assert all(result.ok for result in results)
