@@ -28,10 +28,11 @@ from tests.swarm.stack import IMAGE_TAG, SwarmStack, stack_settings  # noqa: E40
 
 def describe(name: str, outcome: scenarios.Outcome, seconds_label: str) -> str:
     counts = outcome.counts
+    failures = ", ".join(f"{key} {value:g}" for key, value in outcome.backend_failures.items())
     return (
         f"  {name:<16} {counts.total:>6} requests  {counts.failed:>3} failed  "
         f"{counts.degraded:>4} degraded ({100 * counts.share(counts.degraded):.3f}%)  "
-        f"{seconds_label} {outcome.seconds:.1f}s"
+        f"{seconds_label} {outcome.seconds:.1f}s  backend failures: {failures or 'none'}"
     )
 
 

@@ -70,7 +70,7 @@ class Load:
         counts = self._counts
         return Counts(counts.ok, counts.degraded, counts.failed, list(counts.problems))
 
-    def wait_for_requests(self, count: int, timeout: float = 60) -> None:
+    def wait_for_requests(self, count: int, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
         while self.counts().total < count:
             if time.monotonic() > deadline:

@@ -165,8 +165,10 @@ class Backends:
         }
         # Connecting takes well under a millisecond on a host or cluster network; a replica
         # that vanished (killed, its address gone) never answers the SYN, so waiting the
-        # whole deadline for it would spend what the retry on another replica needs.
-        self._request_timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout)
+        # whole deadline for it would spend what the retry on another replica needs. Only
+        # then: with no other replica to try, a busy machine's slow connect is no failure.
+        self._first_try = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout)
+        self._last_try = aiohttp.ClientTimeout(total=None)
         self.session = session
         self.timeout = timeout
         # Each service's deadline: the global one unless overridden by name.
@@ -262,8 +264,9 @@ class Backends:
                 await replicas.ready()
                 replica = replicas.pick()
                 url = replica.url(path)
+                first_try = self._first_try if len(replicas.replicas) > 1 else self._last_try
                 try:
-                    status, raw = await self._request(method, url, content, headers)
+                    status, raw = await self._request(method, url, content, headers, first_try)
                 except CONNECTION_FAILURES as error:
                     other = replicas.pick(exclude=replica)
                     if other is None:
@@ -271,7 +274,7 @@ class Backends:
                     replicas.record(replica, ok=False, reason=f"{type(error).__name__}: {error}")
                     RETRIES.labels(service).inc()
                     replica, url = other, other.url(path)
-                    status, raw = await self._request(method, url, content, headers)
+                    status, raw = await self._request(method, url, content, headers, self._last_try)
             if status != 200:
                 result = self._failed(service, "bad_status", f"HTTP {status} from {url}")
             else:
@@ -296,10 +299,15 @@ class Backends:
         return replace(result, others_available=replicas.others_available(replica))
 
     async def _request(
-        self, method: str, url: URL, content: bytes | None, headers: dict
+        self,
+        method: str,
+        url: URL,
+        content: bytes | None,
+        headers: dict,
+        timeout: aiohttp.ClientTimeout,
     ) -> tuple[int, bytes]:
         async with self.session.request(
-            method, url, data=content, headers=headers, timeout=self._request_timeout
+            method, url, data=content, headers=headers, timeout=timeout
         ) as response:
             return response.status, await response.read()
 

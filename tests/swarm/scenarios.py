@@ -6,7 +6,9 @@ clients saw. Each leaves every service at its replica count.
 """
 
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import httpx
 import numpy as np
@@ -23,6 +25,29 @@ class Outcome:
     counts: Counts
     # Rolling update: its duration; lost replica: until its replacement took calls.
     seconds: float
+    # The proxy's failed backend calls meanwhile, by "service reason" (why degraded).
+    backend_failures: dict[str, float] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        failures = ", ".join(f"{key}: {value:g}" for key, value in self.backend_failures.items())
+        return f"{self.counts}; backend failures: {failures or 'none'}"
+
+
+@contextmanager
+def measured(stack, concurrency: int) -> Iterator[tuple[Load, dict]]:
+    """Load on the proxy, and the proxy's backend failures counted from now on."""
+    before = stack.backend_failures()
+    failures: dict[str, float] = {}
+    with Load(stack.proxy_url, concurrency) as load:
+        yield load, failures
+    after = stack.backend_failures()
+    failures.update(
+        {
+            key: value - before.get(key, 0.0)
+            for key, value in after.items()
+            if value > before.get(key, 0.0)
+        }
+    )
 
 
 def wait_for(condition, timeout: float, what: str, interval: float = 0.5):
@@ -36,7 +61,7 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.5):
 
 def rolling_update(stack, service: str, image: str, concurrency: int, settle: int) -> Outcome:
     """`docker service update --image` of a class service, under load."""
-    with Load(stack.proxy_url, concurrency) as load:
+    with measured(stack, concurrency) as (load, failures):
         load.wait_for_requests(300)
         started = time.monotonic()
         stack.docker(
@@ -45,7 +70,8 @@ def rolling_update(stack, service: str, image: str, concurrency: int, settle: in
         )  # fmt: skip
         seconds = time.monotonic() - started
         load.wait_for_requests(load.counts().total + settle)
-        return Outcome(load.stop(), seconds)
+        counts = load.stop()
+    return Outcome(counts, seconds, failures)
 
 
 def kill_replica(stack, service: str, concurrency: int, settle: int) -> Outcome:
@@ -53,7 +79,7 @@ def kill_replica(stack, service: str, concurrency: int, settle: int) -> Outcome:
     label = service.removeprefix("service_")
     known = set(stack.replica_calls(label))
     victim = stack.running_containers(service)[0]
-    with Load(stack.proxy_url, concurrency) as load:
+    with measured(stack, concurrency) as (load, failures):
         load.wait_for_requests(300)
         killed_at = time.monotonic()
         stack.docker("kill", victim)
@@ -65,20 +91,22 @@ def kill_replica(stack, service: str, concurrency: int, settle: int) -> Outcome:
         wait_for(replacement_called, 120, "the replacement replica to take calls")
         seconds = time.monotonic() - killed_at
         load.wait_for_requests(load.counts().total + settle)
-        return Outcome(load.stop(), seconds)
+        counts = load.stop()
+    return Outcome(counts, seconds, failures)
 
 
 def terminate_replica(stack, service: str, concurrency: int, settle: int) -> tuple[Outcome, str]:
     """SIGTERM to one replica under load; also returns the stopped replica's log."""
     victim = stack.running_containers(service)[0]
-    with Load(stack.proxy_url, concurrency) as load:
+    with measured(stack, concurrency) as (load, failures):
         load.wait_for_requests(300)
         started = time.monotonic()
         stack.docker("kill", "--signal", "TERM", victim)
         stack.docker("wait", victim, timeout=60)
         seconds = time.monotonic() - started
         load.wait_for_requests(load.counts().total + settle)
-        outcome = Outcome(load.stop(), seconds)
+        counts = load.stop()
+    outcome = Outcome(counts, seconds, failures)
     wait_for(lambda: stack.replicas_running(service) == 2, 120, f"a new {service} replica")
     return outcome, stack.container_logs(victim)
 

@@ -204,6 +204,14 @@ class SwarmStack:
             if labels.get("service") == service
         }
 
+    def backend_failures(self) -> dict[str, float]:
+        """The proxy's failed backend calls so far, by "service reason"."""
+        text = httpx.get(self.proxy_url + "/metrics", timeout=10).text
+        return {
+            f"{labels['service']} {labels['reason']}": value
+            for labels, value in parse_metrics(text, "proxy_backend_failures_total")
+        }
+
     def mysql(self, sql: str) -> list[list[str]]:
         container = self.running_containers("mysql")[0]
         output = self.docker(

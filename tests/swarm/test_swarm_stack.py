@@ -48,20 +48,20 @@ def test_a_rolling_update_under_load_fails_nothing(stack):
         stack, "service_setosa", new_image, CONCURRENCY, SETTLE_REQUESTS
     )
     counts = outcome.counts
-    print(f"rolling update ({outcome.seconds:.1f}s): {counts}")
+    print(f"rolling update ({outcome.seconds:.1f}s): {outcome}")
     assert not before & set(stack.running_containers("service_setosa")), "all replaced"
     assert {task["Image"] for task in stack.tasks("service_setosa")} == {new_image}
     assert counts.failed == 0, counts.problems
-    assert counts.degraded <= 0.001 * counts.total, (str(counts), counts.problems)
+    assert counts.degraded <= 0.001 * counts.total, (str(outcome), counts.problems)
 
 
 def test_a_killed_replica_fails_nothing_and_its_replacement_takes_calls(stack):
     outcome = scenarios.kill_replica(stack, "service_setosa", CONCURRENCY, SETTLE_REQUESTS)
     counts = outcome.counts
-    print(f"killed replica, replacement took calls after {outcome.seconds:.1f}s: {counts}")
+    print(f"killed replica, replacement took calls after {outcome.seconds:.1f}s: {outcome}")
     assert stack.replicas_running("service_setosa") == 2, stack.status()
     assert counts.failed == 0, counts.problems
-    assert counts.degraded <= 0.01 * counts.total, (str(counts), counts.problems)
+    assert counts.degraded <= 0.01 * counts.total, (str(outcome), counts.problems)
 
 
 def test_sigterm_to_a_replica_under_load_loses_nothing_in_flight(stack):
@@ -69,11 +69,11 @@ def test_sigterm_to_a_replica_under_load_loses_nothing_in_flight(stack):
         stack, "service_versicolor", CONCURRENCY, SETTLE_REQUESTS
     )
     counts = outcome.counts
-    print(f"SIGTERM to a replica (exited in {outcome.seconds:.1f}s): {counts}")
+    print(f"SIGTERM to a replica (exited in {outcome.seconds:.1f}s): {outcome}")
     # Stopped the graceful way: requests in flight answered, then the process ended.
     assert "Application shutdown complete" in log
     assert counts.failed == 0, counts.problems
-    assert counts.degraded <= 0.001 * counts.total, (str(counts), counts.problems)
+    assert counts.degraded <= 0.001 * counts.total, (str(outcome), counts.problems)
 
 
 def test_calls_are_shared_evenly_between_the_replicas(stack):
