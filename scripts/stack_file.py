@@ -21,11 +21,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILES = (REPO_ROOT / "docker-compose.yml", REPO_ROOT / "docker-stack.yml")
 # Compose-only keys: the stack loader rejects or ignores them.
 COMPOSE_ONLY_KEYS = ("build", "depends_on", "restart", "pull_policy")
+# The newest format the stack loaders of Docker CLI 20.10 and later all read.
+STACK_FILE_VERSION = "3.8"
 
 
 def stack_config(compose_config: dict) -> dict:
     """The merged Compose model as the stack loader takes it."""
-    stack = {key: value for key, value in compose_config.items() if key != "name"}
+    # Named: older Docker CLIs (Debian's 20.10) take a file without a version for 1.0.
+    stack = {"version": STACK_FILE_VERSION}
+    stack.update((key, value) for key, value in compose_config.items() if key != "name")
     for service in stack.get("services", {}).values():
         for key in COMPOSE_ONLY_KEYS:
             service.pop(key, None)
