@@ -5,7 +5,7 @@ VENV_PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.run-installed
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: run test test-compose compose-plugin base-images lint models bench-proxy bench-batch bench-compose results clean
+.PHONY: run test test-compose test-swarm compose-plugin base-images lint models bench-proxy bench-batch bench-compose bench-swarm results clean
 
 $(VENV_PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test: $(DEV_STAMP)
 ## Only the compose tier: build the images, start the stack in Docker, break it on purpose.
 test-compose: $(DEV_STAMP)
 	$(VENV_PY) -m pytest tests/compose $(PYTEST_ARGS)
+
+## Only the swarm tier: the stack on a single-node Docker Swarm, replicas replaced and lost.
+test-swarm: $(DEV_STAMP)
+	$(VENV_PY) -m pytest tests/swarm $(PYTEST_ARGS)
 
 ## `docker compose` for this user: the pinned Compose v2 binary as a Docker CLI plugin.
 compose-plugin: $(DEV_STAMP)
@@ -64,6 +68,9 @@ bench-batch: $(DEV_STAMP)
 
 bench-compose: $(DEV_STAMP)
 	$(VENV_PY) -m bench.bench_compose $(BENCH_ARGS)
+
+bench-swarm: $(DEV_STAMP)
+	$(VENV_PY) -m bench.bench_swarm $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache data

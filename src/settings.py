@@ -73,8 +73,23 @@ class ProxySettings(CommonSettings):
         15, gt=0, description="seconds an idle pooled connection is kept; below KEEP_ALIVE_TIMEOUT"
     )
     # Filled from every SERVICE_<NAME> variable (_ServicesFromEnv); a fourth class needs a
-    # variable, not code.
-    services: dict[str, HttpUrl] = Field(default_factory=_local_services)
+    # variable, not code. A variable may list several comma-separated URLs: the replicas.
+    services: dict[str, tuple[HttpUrl, ...]] = Field(
+        default_factory=_local_services, validate_default=True
+    )
+    # Replicas (src/proxy/replicas.py): every address a service's name resolves to.
+    backend_connect_timeout: float = Field(
+        1.0, gt=0, description="seconds to connect to a replica before trying another"
+    )
+    backend_resolve_interval: float = Field(
+        2.0, gt=0, description="seconds between two lookups of a service's replicas"
+    )
+    backend_eject_after: int = Field(
+        1, ge=1, description="consecutive failures that take one replica out of rotation"
+    )
+    backend_ejection: float = Field(
+        5.0, gt=0, description="seconds an ejected replica stays out of rotation"
+    )
     # `BACKEND_TIMEOUTS=virginica=5,setosa=1`: a slower model gets its own deadline.
     backend_timeouts: Annotated[dict[str, Annotated[float, Field(gt=0)]], NoDecode] = Field(
         default_factory=dict, description="per-service seconds, overriding BACKEND_TIMEOUT"
@@ -98,6 +113,18 @@ class ProxySettings(CommonSettings):
         if isinstance(value, str):
             return tuple(name.strip().lower() for name in value.split(",") if name.strip())
         return value
+
+    @field_validator("services", mode="before")
+    @classmethod
+    def _split_replicas(cls, value):
+        if not isinstance(value, dict):
+            return value
+        return {
+            name: tuple(url.strip() for url in urls.split(",") if url.strip())
+            if isinstance(urls, str)
+            else urls
+            for name, urls in value.items()
+        }
 
     @field_validator("backend_timeouts", mode="before")
     @classmethod
@@ -177,6 +204,9 @@ class DatabaseSettings(CommonSettings):
     mysql_user: str = "root"
     mysql_password: str = ""
     mysql_database: str = "sample_db"
+    # 0: an out-of-date schema stops the process at once. Under an orchestrator that starts
+    # everything together, the seconds to wait for the migrate one-shot instead.
+    migration_wait: float = Field(0, ge=0, description="seconds to wait for the migration")
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -16,7 +16,9 @@ def require_current_schema(settings: ApiSettings) -> None:
         or_exit(
             "api",
             lambda: require_current_schema_when_reachable(
-                engine, give_up_after=STARTUP_DATABASE_WAIT_SECONDS
+                engine,
+                migration_wait=settings.migration_wait,
+                give_up_after=STARTUP_DATABASE_WAIT_SECONDS,
             ),
         )
     finally:

@@ -7,6 +7,7 @@ stamped at revision 0001 (its exact schema), then upgraded like any other.
 """
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,13 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect, text
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    stop_when_event_set,
+    wait_fixed,
+)
 
 from src.db.engine import is_mysql, write_transaction
 from src.db.retry import call_with_db_retry
@@ -159,8 +167,34 @@ def downgrade(engine: Engine, revision: str) -> tuple[str, str]:
     return before, after
 
 
-def require_current_schema_when_reachable(engine: Engine, **retry_options) -> str:
-    """`require_current_schema`, waiting for the database to come up first (src/db/retry.py)."""
-    return call_with_db_retry(
-        lambda: require_current_schema(engine), what="checking the schema", **retry_options
+def require_current_schema_when_reachable(
+    engine: Engine, migration_wait: float = 0, **retry_options
+) -> str:
+    """`require_current_schema`, waiting for the database to come up first (src/db/retry.py).
+
+    With `migration_wait`, a schema that is not this release's is checked again every
+    second for that long: under an orchestrator that ignores start-up order (Swarm, a
+    Kubernetes Deployment beside its migrate Job) the migration may still be running.
+    """
+
+    def check() -> str:
+        return call_with_db_retry(
+            lambda: require_current_schema(engine), what="checking the schema", **retry_options
+        )
+
+    if not migration_wait:
+        return check()
+    stop = stop_after_delay(migration_wait)
+    if (stop_event := retry_options.get("stop_event")) is not None:
+        stop = stop | stop_when_event_set(stop_event)
+    retrying = Retrying(
+        retry=retry_if_exception_type(SchemaError),
+        wait=wait_fixed(1),
+        stop=stop,
+        sleep=stop_event.wait if stop_event is not None else threading.Event().wait,
+        before_sleep=lambda state: logger.info(
+            "waiting for the migration (%s)", state.outcome.exception() if state.outcome else ""
+        ),
+        reraise=True,
     )
+    return retrying(check)

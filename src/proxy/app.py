@@ -36,6 +36,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             failure_threshold=settings.breaker_failure_threshold,
             cooldown=settings.breaker_cooldown,
             hard=settings.hard_dependencies,
+            connect_timeout=settings.backend_connect_timeout,
+            resolve_interval=settings.backend_resolve_interval,
+            eject_after=settings.backend_eject_after,
+            ejection_seconds=settings.backend_ejection,
         )
         yield
 

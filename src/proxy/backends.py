@@ -8,8 +8,8 @@ instead of an exception, so callers can answer with whatever succeeded.
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -19,6 +19,7 @@ from yarl import URL
 
 from src.observability import REQUEST_ID_HEADER, request_id_var
 from src.proxy.breaker import CircuitBreaker, CircuitState
+from src.proxy.replicas import Replica, ReplicaSet, Resolver, resolve_host
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,20 @@ SHORT_CIRCUITED = Counter(
     "Backend calls not made because the service's circuit was open",
     ["service"],
 )
+RETRIES = Counter(
+    "proxy_backend_retries_total",
+    "Calls made again on another replica after the connection failed before any answer",
+    ["service"],
+)
+# What a replica that is gone or going looks like before it sent any answer: refused,
+# reset, closed on a pooled connection, or no connection within CONNECT_TIMEOUT. A
+# predict call is idempotent, so it is safe to make again elsewhere.
+CONNECTION_FAILURES = (
+    aiohttp.ClientConnectorError,
+    aiohttp.ServerDisconnectedError,
+    aiohttp.ClientOSError,
+    aiohttp.ConnectionTimeoutError,
+)
 
 
 # Checks a parsed answer: returns it as the caller will use it, or raises ValueError.
@@ -58,6 +73,8 @@ class BackendResult:
     raw: bytes = b""
     error: str | None = None
     detail: str = ""
+    # After a failure: whether another replica of the service is still in rotation.
+    others_available: bool = field(default=False, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -108,11 +125,15 @@ class Backends:
 
     Each service has its own circuit breaker, shared by every request of the process;
     `hard` names the services without which no answer is given (see `missing_required`).
+    A service is one URL or several (its replicas are every address they resolve to,
+    `ReplicaSet`); a call whose connection fails before any answer is made once more on
+    another replica, and one replica's failures open the circuit only when no other
+    replica is left in rotation.
     """
 
     def __init__(
         self,
-        services: dict[str, str],
+        services: dict[str, str | Sequence[str]],
         session: aiohttp.ClientSession,
         timeout: float,
         *,
@@ -120,8 +141,34 @@ class Backends:
         failure_threshold: int = 5,
         cooldown: float = 5.0,
         hard: tuple[str, ...] = (),
+        connect_timeout: float | None = None,
+        resolve_interval: float = 2.0,
+        eject_after: int = 1,
+        ejection_seconds: float = 5.0,
+        resolver: Resolver = resolve_host,
     ):
-        self.services = {name: str(url).rstrip("/") for name, url in services.items()}
+        urls = {
+            name: [str(url).rstrip("/") for url in ([value] if isinstance(value, str) else value)]
+            for name, value in services.items()
+        }
+        self.services = {name: ",".join(service_urls) for name, service_urls in urls.items()}
+        self.replicas = {
+            name: ReplicaSet(
+                name,
+                service_urls,
+                resolve_interval=resolve_interval,
+                eject_after=eject_after,
+                ejection_seconds=ejection_seconds,
+                resolver=resolver,
+            )
+            for name, service_urls in urls.items()
+        }
+        # Connecting takes well under a millisecond on a host or cluster network; a replica
+        # that vanished (killed, its address gone) never answers the SYN, so waiting the
+        # whole deadline for it would spend what the retry on another replica needs. Only
+        # then: with no other replica to try, a busy machine's slow connect is no failure.
+        self._first_try = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout)
+        self._last_try = aiohttp.ClientTimeout(total=None)
         self.session = session
         self.timeout = timeout
         # Each service's deadline: the global one unless overridden by name.
@@ -135,14 +182,6 @@ class Backends:
             CIRCUIT_STATE.labels(name).set(CircuitState.CLOSED)
         # Looked up once: labels() takes a lock and a dict lookup on every call.
         self._latency = {name: BACKEND_LATENCY.labels(name) for name in self.services}
-        # Parsed once: URL parsing is a measurable part of each call.
-        self._urls: dict[tuple[str, str], URL] = {}
-
-    def _url(self, service: str, path: str) -> URL:
-        key = (service, path)
-        if key not in self._urls:
-            self._urls[key] = URL(self.services[service] + path)
-        return self._urls[key]
 
     async def call_all(
         self,
@@ -198,7 +237,11 @@ class Backends:
         except Exception:
             breaker.record(permit, ok=False, reason="error")
             raise
-        breaker.record(permit, ok=result.ok, reason=result.error or "")
+        if result.ok or not result.others_available:
+            breaker.record(permit, ok=result.ok, reason=result.error or "")
+        else:
+            # One bad replica while others are in rotation: not a verdict on the service.
+            breaker.release(permit)
         return result
 
     async def _call(
@@ -210,31 +253,63 @@ class Backends:
         headers: dict,
         expect: AnswerCheck | None,
     ) -> BackendResult:
-        url = self._url(service, path)
+        replicas = self.replicas[service]
+        replica: Replica | None = None
+        url: URL | str = self.services[service] + path
         started = time.perf_counter()
         try:
-            # One hard deadline for the whole call, reading the body included: a service
-            # that trickles bytes cannot hold the request longer.
+            # One hard deadline for the whole call, reading the body and the retry included:
+            # a service that trickles bytes cannot hold the request longer.
             async with asyncio.timeout(self.timeouts[service]):
-                async with self.session.request(
-                    method, url, data=content, headers=headers
-                ) as response:
-                    raw = await response.read()
-            if response.status != 200:
-                return self._failed(service, "bad_status", f"HTTP {response.status} from {url}")
-            body = orjson.loads(raw)
-            return BackendResult(service, body=body if expect is None else expect(body), raw=raw)
+                await replicas.ready()
+                replica = replicas.pick()
+                url = replica.url(path)
+                first_try = self._first_try if len(replicas.replicas) > 1 else self._last_try
+                try:
+                    status, raw = await self._request(method, url, content, headers, first_try)
+                except CONNECTION_FAILURES as error:
+                    other = replicas.pick(exclude=replica)
+                    if other is None:
+                        raise
+                    replicas.record(replica, ok=False, reason=f"{type(error).__name__}: {error}")
+                    RETRIES.labels(service).inc()
+                    replica, url = other, other.url(path)
+                    status, raw = await self._request(method, url, content, headers, self._last_try)
+            if status != 200:
+                result = self._failed(service, "bad_status", f"HTTP {status} from {url}")
+            else:
+                body = orjson.loads(raw)
+                body = body if expect is None else expect(body)
+                result = BackendResult(service, body=body, raw=raw)
+        except aiohttp.ClientError as error:
+            # Before TimeoutError: a connect timeout is both, and means unreachable.
+            # The class and its message: the repr of aiohttp's errors spells out its pool keys.
+            result = self._failed(service, "unreachable", f"{url}: {type(error).__name__}: {error}")
         except TimeoutError:
-            return self._failed(
+            result = self._failed(
                 service, "timeout", f"no answer from {url} in {self.timeouts[service]}s"
             )
-        except aiohttp.ClientError as error:
-            # The class and its message: the repr of aiohttp's errors spells out its pool keys.
-            return self._failed(service, "unreachable", f"{url}: {type(error).__name__}: {error}")
         except ValueError as error:  # not JSON, or not the answer `expect` wants
-            return self._failed(service, "bad_response", f"{url}: {error}")
+            result = self._failed(service, "bad_response", f"{url}: {error}")
         finally:
             self._latency[service].observe(time.perf_counter() - started)
+        if replica is None:
+            return result
+        replicas.record(replica, ok=result.ok, reason=result.error or "")
+        return replace(result, others_available=replicas.others_available(replica))
+
+    async def _request(
+        self,
+        method: str,
+        url: URL,
+        content: bytes | None,
+        headers: dict,
+        timeout: aiohttp.ClientTimeout,
+    ) -> tuple[int, bytes]:
+        async with self.session.request(
+            method, url, data=content, headers=headers, timeout=timeout
+        ) as response:
+            return response.status, await response.read()
 
     @staticmethod
     def _failed(service: str, reason: str, detail: str) -> BackendResult:

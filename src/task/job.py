@@ -261,7 +261,12 @@ def run(settings: JobSettings, predictor: Predictor, once: bool, stop_event: thr
     pool = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="scorer")
     try:
         # Waits for the database like a pass does; an old schema ends the job with one line.
-        or_exit("job", lambda: require_current_schema_when_reachable(engine, **retry_options))
+        or_exit(
+            "job",
+            lambda: require_current_schema_when_reachable(
+                engine, migration_wait=settings.migration_wait, **retry_options
+            ),
+        )
         # A pass at start-up too, so a restarted job catches up before its first wait.
         while not stop_event.is_set():
             call_with_db_retry(

@@ -3,6 +3,7 @@ keeping every row and id, then scored; the API and the job refuse any other sche
 
 import re
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from src.db.migrate import SchemaError, downgrade, head_revision, require_curren
 from src.db.tables import items, metadata, predictions
 from tests.batch_support import count_items, count_predictions, job_env, run_job_once
 from tests.db import legacy_schema
+from tooling.processes import free_port, wait_until_healthy
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 PASS_DONE = re.compile(r"pass done: (\d+) items scored")
@@ -275,3 +277,22 @@ def test_a_filled_0002_database_is_upgraded_keeping_every_row(database_url):
 def _rows_with_flags(engine: Engine) -> list[tuple]:
     with engine.connect() as connection:
         return connection.execute(select(items.c.id, items.c.scored).order_by(items.c.id)).all()
+
+
+def test_with_migration_wait_api_and_job_start_once_the_migration_ran(database_url, processes):
+    """Under an orchestrator that starts everything at once, they wait for migrate instead."""
+    engine = create_db_engine(database_url)
+    waiting = {"MIGRATION_WAIT": "120"}
+    env = {"DATABASE_URL": database_url, **waiting}
+    api = processes.start("api", ["src.api"], env, port=free_port())
+    job = processes.start("job", ["src.task", "--once"], {**job_env(database_url), **waiting})
+    for process in (api, job):
+        deadline = time.monotonic() + 60
+        while "waiting for the migration" not in process.log():
+            assert process.alive(), process.log()
+            assert time.monotonic() < deadline, process.log()
+            time.sleep(0.2)
+    upgrade(engine)
+    assert job.popen.wait(60) == 0, job.log()
+    assert "pass done" in job.log()
+    wait_until_healthy(api, timeout=60)

@@ -51,6 +51,17 @@ def main_container(workload: dict) -> dict:
     return containers[0]
 
 
+def autoscaler_of(deployment: dict) -> dict:
+    hpas = [
+        r
+        for r in k8s_resources()
+        if r["kind"] == "HorizontalPodAutoscaler"
+        and r["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    ]
+    assert len(hpas) == 1, f"{deployment['metadata']['name']}: expected one HPA"
+    return hpas[0]
+
+
 def named_port(container: dict, port) -> int:
     if isinstance(port, int):
         return port
@@ -201,14 +212,7 @@ def test_proxy_backends_are_the_class_services_of_the_cluster():
 @pytest.mark.parametrize("name", CLASS_SERVICES)
 def test_class_services_autoscale_on_cpu(name):
     deployment = workload_of(name)
-    hpas = [
-        r
-        for r in k8s_resources()
-        if r["kind"] == "HorizontalPodAutoscaler"
-        and r["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
-    ]
-    assert len(hpas) == 1, f"{name}: expected one HorizontalPodAutoscaler"
-    hpa = hpas[0]
+    hpa = autoscaler_of(deployment)
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["scaleTargetRef"]["kind"] == "Deployment"
     assert 1 <= hpa["spec"].get("minReplicas", 1) < hpa["spec"]["maxReplicas"]
@@ -290,3 +294,45 @@ def test_passwords_come_from_the_secret_and_no_secret_is_committed():
         assert not [key for key in config_map["data"] if "PASSWORD" in key], (
             f"ConfigMap {config_map['metadata']['name']} holds a password"
         )
+
+
+@pytest.mark.parametrize("name", CLASS_SERVICES)
+def test_class_services_are_headless_and_rolled_without_losing_a_ready_replica(name):
+    deployment = workload_of(name)
+    # Headless: the name resolves to every ready pod, which the proxy balances itself.
+    service = k8s_resource("Service", deployment["metadata"]["name"])
+    assert service["spec"].get("clusterIP") == "None"
+    strategy = deployment["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0
+    assert strategy["rollingUpdate"]["maxSurge"] >= 1
+    # Ready means answering /health; a pod takes calls only then.
+    probe = main_container(deployment)["readinessProbe"]
+    assert probe["httpGet"]["path"] == "/health"
+    # Longer than uvicorn's graceful shutdown, so requests in flight finish.
+    assert pod_spec(deployment)["terminationGracePeriodSeconds"] > 10
+    hpa = autoscaler_of(deployment)
+    assert hpa["spec"]["minReplicas"] >= 2, "one replica lost must leave the class answered"
+
+
+@pytest.mark.parametrize("name", CLASS_SERVICES)
+def test_a_disruption_budget_keeps_a_class_service_replica(name):
+    deployment = workload_of(name)
+    budgets = [
+        r
+        for r in k8s_resources()
+        if r["kind"] == "PodDisruptionBudget"
+        and r["spec"]["selector"]["matchLabels"].items() <= pod_labels(deployment).items()
+    ]
+    assert len(budgets) == 1, f"{name}: expected one PodDisruptionBudget"
+    assert budgets[0]["apiVersion"] == "policy/v1"
+    assert budgets[0]["spec"].get("minAvailable", 0) >= 1 or "maxUnavailable" in budgets[0]["spec"]
+
+
+def test_the_job_runs_as_replicas_sharing_one_backlog():
+    cronjob = workload_of("job")
+    job_spec = cronjob["spec"]["jobTemplate"]["spec"]
+    assert job_spec["parallelism"] >= 2
+    # A work queue: no fixed completion count, the run ends when the backlog does.
+    assert "completions" not in job_spec
+    assert pod_spec(cronjob)["terminationGracePeriodSeconds"] > 0
