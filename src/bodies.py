@@ -84,10 +84,10 @@ async def rows_body(
     """The body, validated: the fast check, else FastAPI's parse and the schema's errors."""
     raw = await request.body()
     max_rows = settings.max_rows
-    is_json = _is_json(request.headers.get("content-type"))
-    if is_json and (rows := valid_rows(raw, max_rows)) is not None:
+    json_body = is_json(request.headers.get("content-type"))
+    if json_body and (rows := valid_rows(raw, max_rows)) is not None:
         return RowsBody(raw, rows)
-    body = parsed_like_fastapi(raw, is_json)
+    body = parsed_like_fastapi(raw, json_body)
     try:
         request_body = PredictRequest.model_validate(body, from_attributes=True)
     except ValidationError as error:
@@ -99,7 +99,7 @@ async def rows_body(
     return RowsBody(raw, np.asarray(request_body.data, dtype=np.float64))
 
 
-def _is_json(content_type: str | None) -> bool:
+def is_json(content_type: str | None) -> bool:
     # FastAPI's test for a JSON body (application/json or application/*+json); the plain
     # type, which nearly every request has, is answered without parsing the header.
     if content_type == "application/json":
@@ -114,7 +114,7 @@ def _is_json(content_type: str | None) -> bool:
     )
 
 
-def parsed_like_fastapi(raw: bytes, is_json: bool) -> Any:
+def parsed_like_fastapi(raw: bytes, json_body: bool) -> Any:
     """What FastAPI hands the schema for this body, with its errors for a body it cannot parse.
 
     Kept identical so that every process answers a bad body exactly as FastAPI would
@@ -124,7 +124,7 @@ def parsed_like_fastapi(raw: bytes, is_json: bool) -> Any:
         raise RequestValidationError(
             [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
         )
-    if not is_json:
+    if not json_body:
         return raw  # the schema then says it wants an object
     try:
         return json.loads(raw)

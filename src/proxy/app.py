@@ -11,11 +11,11 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from src import web
+from src.bodies import ValidRowsBody, rows_body_openapi
 from src.oip.routing import include_oip_router
 from src.proxy import v2
 from src.proxy.answers import required_failed, services_failed
 from src.proxy.backends import BackendResult, Backends, create_session
-from src.bodies import ValidRowsBody, rows_body_openapi
 from src.proxy.bodies import class_probabilities
 from src.proxy.dependencies import BackendsDep, SettingsDep
 from src.proxy.ensemble import best_labels

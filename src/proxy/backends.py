@@ -18,6 +18,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from yarl import URL
 
 from src.observability import REQUEST_ID_HEADER, request_id_var
+from src.oip.schemas import BINARY_HEADER
 from src.proxy.breaker import CircuitBreaker, CircuitState
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class BackendResult:
     body: Any = None
     # The answer's bytes as the service sent them: spliced, not re-encoded, into answers.
     raw: bytes = b""
+    # Set when the answer is in the binary tensor extension: the length of its JSON part.
+    header_length: str | None = None
     error: str | None = None
     detail: str = ""
 
@@ -171,9 +174,14 @@ class Backends:
         path: str,
         content: bytes | None = None,
         expect: AnswerCheck | None = None,
+        headers: dict[str, str] | None = None,
     ) -> BackendResult:
-        """One service's answer, as `call_all` would give it (the v2 per-model routes)."""
-        return await self._guarded_call(service, method, path, content, _headers(content), expect)
+        """One service's answer, as `call_all` would give it (the v2 per-model routes).
+
+        `headers` go along with the request (the binary extension's header length).
+        """
+        headers = {**_headers(content), **(headers or {})}
+        return await self._guarded_call(service, method, path, content, headers, expect)
 
     def missing_required(self, answered: set[str]) -> list[str]:
         """The hard dependencies not among the services that `answered`."""
@@ -222,8 +230,15 @@ class Backends:
                     raw = await response.read()
             if response.status != 200:
                 return self._failed(service, "bad_status", f"HTTP {response.status} from {url}")
-            body = orjson.loads(raw)
-            return BackendResult(service, body=body if expect is None else expect(body), raw=raw)
+            header_length = response.headers.get(BINARY_HEADER)
+            # A binary answer's JSON part is checked; its tensors' bytes are passed on.
+            body = orjson.loads(raw if header_length is None else raw[: int(header_length)])
+            return BackendResult(
+                service,
+                body=body if expect is None else expect(body),
+                raw=raw,
+                header_length=header_length,
+            )
         except TimeoutError:
             return self._failed(
                 service, "timeout", f"no answer from {url} in {self.timeouts[service]}s"

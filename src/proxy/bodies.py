@@ -1,4 +1,4 @@
-"""The proxy's answer check: class services' answers read with numpy (request bodies: src/bodies.py)."""
+"""The proxy's check of class services' answers, with numpy (request bodies: src/bodies.py)."""
 
 from typing import Any
 
