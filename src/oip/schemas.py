@@ -100,7 +100,9 @@ class ResponseOutput(BaseModel):
     shape: list[int]
     datatype: Literal["FP32", "BYTES"]
     parameters: dict[str, Any] | None = None
-    data: list[float] | list[str] = Field(description="row-major, flat")
+    data: list[float] | list[str] | None = Field(
+        None, description="row-major, flat; absent for a binary output (binary_data_size)"
+    )
 
 
 class InferenceResponse(BaseModel):
