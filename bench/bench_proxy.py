@@ -256,19 +256,19 @@ def one_row_ab(
         for _ in range(2)
         for name, (url, pids) in targets.items()
     ]
-    cpu = {
-        name: CpuCost(
-            name,
-            sum(run.requests for run in runs if run.target == name),
-            sum(run.errors for run in runs if run.target == name),
-            {
-                process: sum(run.seconds_by_process[process] for run in runs if run.target == name)
-                for process in pids
-            },
-        )
-        for name, (_, pids) in targets.items()
-    }
-    return results, cpu
+    return results, summed_costs(runs)
+
+
+def summed_costs(runs: list[CpuCost]) -> dict[str, CpuCost]:
+    """The rounds of each target's CPU measurement added up, per target."""
+    summed: dict[str, CpuCost] = {}
+    for run in runs:
+        total = summed.setdefault(run.target, CpuCost(run.target, 0, 0, {}))
+        total.requests += run.requests
+        total.errors += run.errors
+        for process, seconds in run.seconds_by_process.items():
+            total.seconds_by_process[process] = total.seconds_by_process.get(process, 0) + seconds
+    return summed
 
 
 def print_ab(results: list[Result], cpu: dict[str, CpuCost]) -> None:
@@ -501,18 +501,7 @@ def main() -> int:
     for result in results.values():
         print(result.row())
 
-    cpu = {
-        target: CpuCost(
-            target,
-            sum(run.requests for run in cpu_runs if run.target == target),
-            sum(run.errors for run in cpu_runs if run.target == target),
-            {
-                name: sum(run.seconds_by_process[name] for run in cpu_runs if run.target == target)
-                for name in next(run for run in cpu_runs if run.target == target).seconds_by_process
-            },
-        )
-        for target in ("proxy", "direct setosa")
-    }
+    cpu = summed_costs(cpu_runs)
     proxied, direct = cpu["proxy"], cpu["direct setosa"]
     print(
         f"\nCPU per request (utime+stime from /proc), {proxied.requests} requests at c=8 each, "
