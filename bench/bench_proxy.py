@@ -5,11 +5,14 @@ request, as the tutorial did) on free ports, then sends a fixed number of reques
 concurrency 1 and 32 to each and prints p50/p99 latency, requests/s and errors; then the
 CPU each request costs (utime + stime from /proc of every process involved, at
 concurrency 8), the proxy's floors (its CPU per GET /health and per GET /health/all) and
-the latency of one 10,000-row request, proxied and direct.
+the latency of one 10,000-row request: proxied, direct (POST /predict, v2 infer in JSON and
+in binary tensors) and to the batch API; with `--baseline <checkout>`, one class service
+of this checkout against the same service of another (one-row latency, req/s and CPU).
 Run: `make bench-proxy` (or `python -m bench.bench_proxy --requests 2000`);
-`--scenario client` compares the fan-out's HTTP clients, `--scenario hung` a hung service.
-The compare scenario ends with a sweep of concurrency (proxy and direct, alternating) and
-charts it in bench/results/proxy-concurrency.png; `--scenario sweep` runs only that.
+`--scenario client` compares the fan-out's HTTP clients, `--scenario hung` a hung service,
+`--scenario stack` uvicorn and granian. The compare scenario ends with a sweep of
+concurrency (proxy and direct, alternating) and charts it in
+bench/results/proxy-concurrency.png; `--scenario sweep` runs only that.
 """
 
 import argparse
@@ -28,6 +31,7 @@ from typing import Any
 
 import aiohttp
 import httpx
+import numpy as np
 import orjson
 import uvloop
 
@@ -36,6 +40,7 @@ from bench.plots import RESULTS_DIR, plot_concurrency_sweep
 from src.proxy.backends import create_session
 from tooling.processes import (
     ProcessStarter,
+    RunningProcess,
     free_port,
     start_horizontal_suite,
     wait_until_healthy,
@@ -185,18 +190,47 @@ async def cpu_per_request(
     return CpuCost(target, requests, result.errors, spent)
 
 
+@dataclass(frozen=True)
+class LargeRequest:
+    url: str
+    content: bytes
+    headers: dict[str, str]
+
+
+def large_bodies(rows: int) -> dict[str, tuple[bytes, dict[str, str]]]:
+    """One `rows`-row request in each form: {data}, v2 JSON tensor, v2 binary tensor."""
+    data = np.array([[6.5, 3.0, 5.5, 1.8], [5.1, 3.5, 1.4, 0.2]] * (rows // 2))
+    as_json = {"Content-Type": "application/json"}
+    tensor = {"name": "input", "shape": [rows, 4], "datatype": "FP32"}
+    header = orjson.dumps(
+        {
+            "inputs": [{**tensor, "parameters": {"binary_data_size": rows * 4 * 4}}],
+            "parameters": {"binary_data_output": True},
+        }
+    )
+    return {
+        "rows": (orjson.dumps({"data": data.tolist()}), as_json),
+        "v2": (orjson.dumps({"inputs": [{**tensor, "data": data.ravel().tolist()}]}), as_json),
+        "binary": (
+            header + data.astype("<f4").tobytes(),
+            {"Inference-Header-Content-Length": str(len(header))},
+        ),
+    }
+
+
 async def large_request_seconds(
-    targets: dict[str, str], rows: int, repeats: int
+    targets: dict[str, LargeRequest], repeats: int
 ) -> tuple[dict[str, float], int]:
-    """Median seconds of one `rows`-row request per target, the targets alternating."""
-    body = {"data": [[6.5, 3.0, 5.5, 1.8], [5.1, 3.5, 1.4, 0.2]] * (rows // 2)}
+    """Median seconds of one large request per target, the targets alternating."""
     times: dict[str, list[float]] = {name: [] for name in targets}
     errors = 0
     async with aiohttp.ClientSession() as session:
         for attempt in range(repeats + 2):
-            for name, url in targets.items():
+            for name, target in targets.items():
                 started = time.perf_counter()
-                async with session.post(url, json=body) as response:
+                async with session.post(
+                    target.url, data=target.content, headers=target.headers
+                ) as response:
                     await response.read()
                     errors += response.status != 200
                 if attempt >= 2:  # the first two are warm-up
@@ -204,14 +238,134 @@ async def large_request_seconds(
     return {name: statistics.median(values) for name, values in times.items()}, errors
 
 
+def start_batch_api(starter: ProcessStarter, log_dir: Path) -> RunningProcess:
+    """The batch API on BENCH_DATABASE_URL, else on a fresh SQLite file, schema migrated."""
+    url = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{log_dir / 'bench.db'}"
+    env = {"DATABASE_URL": url, "LOG_LEVEL": "WARNING"}
+    migrate = starter.start("migrate", ["src.db", "upgrade"], env)
+    if migrate.popen.wait(timeout=120) != 0:
+        raise RuntimeError(f"python -m src.db upgrade failed:\n{migrate.log()[-2000:]}")
+    api = starter.start("api", ["src.api"], env, port=free_port())
+    wait_until_healthy(api, timeout=60)
+    return api
+
+
+def one_row_ab(
+    targets: dict[str, tuple[str, dict[str, int]]], requests: int, rounds: int
+) -> tuple[list[Result], dict[str, CpuCost]]:
+    """One-row requests to each target (url, the pids whose CPU it costs), alternating:
+    latency and req/s at c=1 and c=32, then CPU per request at c=8 in 2 alternating rounds."""
+    urls = {name: url for name, (url, _) in targets.items()}
+    results = [
+        result
+        for concurrency in (1, 32)
+        for result in asyncio.run(load_interleaved(urls, concurrency, requests, rounds))
+    ]
+    runs = [
+        asyncio.run(cpu_per_request(name, url, pids, 8, requests // 2))
+        for _ in range(2)
+        for name, (url, pids) in targets.items()
+    ]
+    return results, summed_costs(runs)
+
+
+def summed_costs(runs: list[CpuCost]) -> dict[str, CpuCost]:
+    """The rounds of each target's CPU measurement added up, per target."""
+    summed: dict[str, CpuCost] = {}
+    for run in runs:
+        total = summed.setdefault(run.target, CpuCost(run.target, 0, 0, {}))
+        total.requests += run.requests
+        total.errors += run.errors
+        for process, seconds in run.seconds_by_process.items():
+            total.seconds_by_process[process] = total.seconds_by_process.get(process, 0) + seconds
+    return summed
+
+
+def print_ab(results: list[Result], cpu: dict[str, CpuCost]) -> None:
+    print(
+        f"{'target':<16} {'conc':>4} {'reqs':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9} "
+        f"{'errors':>6}"
+    )
+    for result in results:
+        print(result.row())
+    for cost in cpu.values():
+        print(f"CPU per request at c=8, {cost.target}: {cost.per_request_us():.0f} us")
+
+
+def stack_scenario(requests: int, rounds: int) -> int:
+    """The HTTP-stack A/B: a class service and the proxy under uvicorn and under granian.
+
+    The same app and settings either way (bench/granian_app.py); both proxies call the
+    same three uvicorn services, so a proxy's own CPU is what its stack changes.
+    """
+    starter = ProcessStarter(Path(tempfile.mkdtemp(prefix="bench-stack-")))
+    try:
+        services = {
+            name: starter.start(name, ["src.services"], {"MODE": name}, port=free_port())
+            for name in CLASSES
+        }
+        granian_service = starter.start(
+            "setosa-granian", ["bench.granian_app", "service"], {"MODE": "setosa"}, free_port()
+        )
+        backend_env = {f"SERVICE_{n.upper()}": p.base_url for n, p in services.items()}
+        proxy = starter.start("proxy", ["src.proxy"], backend_env, port=free_port())
+        granian_proxy = starter.start(
+            "proxy-granian", ["bench.granian_app", "proxy"], backend_env, port=free_port()
+        )
+        for process in [*services.values(), granian_service, proxy, granian_proxy]:
+            wait_until_healthy(process)
+        pids = {name: process.popen.pid for name, process in services.items()}
+        service_figures = one_row_ab(
+            {
+                "setosa uvicorn": (
+                    services["setosa"].base_url + "/predict",
+                    {"setosa": pids["setosa"]},
+                ),
+                "setosa granian": (
+                    granian_service.base_url + "/predict",
+                    {"setosa": granian_service.popen.pid},
+                ),
+            },
+            requests,
+            rounds,
+        )
+        proxy_figures = one_row_ab(
+            {
+                "proxy uvicorn": (
+                    proxy.base_url + "/predict/label",
+                    {"proxy": proxy.popen.pid, **pids},
+                ),
+                "proxy granian": (
+                    granian_proxy.base_url + "/predict/label",
+                    {"proxy": granian_proxy.popen.pid, **pids},
+                ),
+            },
+            requests,
+            rounds,
+        )
+    finally:
+        starter.stop_all()
+    print(
+        f"\nHTTP stacks, one-row requests, {requests} per line in {rounds} alternating "
+        f"slices, on {platform.node()}; class service POST /predict:"
+    )
+    print_ab(*service_figures)
+    print("\nproxy POST /predict/label (CPU: the proxy and the three services; the proxy's own):")
+    print_ab(*proxy_figures)
+    for cost in proxy_figures[1].values():
+        print(f"the proxy's own CPU, {cost.target}: {cost.per_request_us('proxy'):.0f} us")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--scenario",
-        choices=["compare", "sweep", "client", "hung"],
+        choices=["compare", "sweep", "client", "hung", "stack"],
         default="compare",
         help="compare: proxy vs direct vs naive, then the sweep (above); sweep: only the "
-        "sweep; client: the fan-out's HTTP clients compared; hung: one service SIGSTOPped",
+        "sweep; client: the fan-out's HTTP clients compared; hung: one service SIGSTOPped; "
+        "stack: uvicorn vs granian",
     )
     parser.add_argument(
         "--sweep-requests",
@@ -233,15 +387,23 @@ def main() -> int:
     parser.add_argument(
         "--large-repeats", type=int, default=10, help="timed 10,000-row requests per target"
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout to compare one class service with (git worktree add /tmp/base main)",
+    )
     args = parser.parse_args()
     if args.scenario == "hung":
         return hung_scenario(args.seconds, args.hung_rounds)
+    if args.scenario == "stack":
+        return stack_scenario(args.requests, args.rounds)
     if args.scenario == "client":
         return client_scenario(args.cpu_requests, args.rounds)
     if args.scenario == "sweep":
         return sweep_scenario(args.sweep_requests, args.rounds)
 
-    starter = ProcessStarter(Path(tempfile.mkdtemp(prefix="bench-proxy-")))
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
+    starter = ProcessStarter(log_dir)
     try:
         services = {
             name: starter.start(name, ["src.services"], {"MODE": name}, port=free_port())
@@ -250,9 +412,19 @@ def main() -> int:
         backend_env = {f"SERVICE_{n.upper()}": p.base_url for n, p in services.items()}
         proxy = starter.start("proxy", ["src.proxy"], backend_env, port=free_port())
         naive = starter.start("naive", ["bench.naive_proxy"], backend_env, port=free_port())
-        for process in [*services.values(), proxy]:
+        baseline = None
+        if args.baseline:
+            baseline = starter.start(
+                "setosa-baseline",
+                ["src.services"],
+                {"MODE": "setosa"},
+                port=free_port(),
+                cwd=args.baseline.resolve(),
+            )
+        for process in [*services.values(), proxy, *([baseline] if baseline else [])]:
             wait_until_healthy(process)
         wait_until_healthy(naive, "/docs")
+        api = start_batch_api(starter, log_dir)
 
         # The naive proxy runs in a block of its own after the other two: its thousands
         # of short-lived connections slowed whatever was measured right after it (the
@@ -297,17 +469,42 @@ def main() -> int:
             )
             for path in ("/health", "/health/all")
         }
+        bodies = large_bodies(LARGE_ROWS)
+        setosa = services["setosa"].base_url
+        infer = "/v2/models/setosa/infer"
+        large_targets = {
+            "proxy /predict/label": (proxy.base_url + "/predict/label", "rows"),
+            "setosa /predict": (setosa + "/predict", "rows"),
+            "setosa v2 infer": (setosa + infer, "v2"),
+            "setosa v2 binary infer": (setosa + infer, "binary"),
+            "batch API /predict": (api.base_url + "/predict", "rows"),
+        }
+        if baseline:
+            large_targets["baseline setosa /predict"] = (baseline.base_url + "/predict", "rows")
+            large_targets["baseline setosa v2 infer"] = (baseline.base_url + infer, "v2")
         large, large_errors = asyncio.run(
             large_request_seconds(
                 {
-                    "proxy": proxy.base_url + "/predict/label",
-                    "direct setosa": services["setosa"].base_url + "/predict",
+                    name: LargeRequest(url, *bodies[form])
+                    for name, (url, form) in large_targets.items()
                 },
-                LARGE_ROWS,
                 args.large_repeats,
             )
         )
         sweep = concurrency_sweep(proxy, services["setosa"], args.sweep_requests, args.rounds)
+        service_ab = None
+        if baseline:
+            service_ab = one_row_ab(
+                {
+                    "setosa": (setosa + "/predict", {"setosa": pids["setosa"]}),
+                    "setosa (baseline)": (
+                        baseline.base_url + "/predict",
+                        {"setosa (baseline)": baseline.popen.pid},
+                    ),
+                },
+                args.requests,
+                args.rounds,
+            )
     finally:
         starter.stop_all()
 
@@ -324,18 +521,7 @@ def main() -> int:
     for result in results.values():
         print(result.row())
 
-    cpu = {
-        target: CpuCost(
-            target,
-            sum(run.requests for run in cpu_runs if run.target == target),
-            sum(run.errors for run in cpu_runs if run.target == target),
-            {
-                name: sum(run.seconds_by_process[name] for run in cpu_runs if run.target == target)
-                for name in next(run for run in cpu_runs if run.target == target).seconds_by_process
-            },
-        )
-        for target in ("proxy", "direct setosa")
-    }
+    cpu = summed_costs(cpu_runs)
     proxied, direct = cpu["proxy"], cpu["direct setosa"]
     print(
         f"\nCPU per request (utime+stime from /proc), {proxied.requests} requests at c=8 each, "
@@ -354,16 +540,25 @@ def main() -> int:
         f"GET /health/all {floors['/health/all'].per_request_us():.0f} us (the same and three "
         f"backend GETs); POST /predict/label {proxied.per_request_us('proxy'):.0f} us"
     )
+    database = os.environ.get("BENCH_DATABASE_URL", "SQLite")
     print(
-        f"\nOne {LARGE_ROWS:,}-row request, median of {args.large_repeats}, alternating: "
-        f"proxy /predict/label {large['proxy'] * 1000:.1f} ms, "
-        f"direct /predict {large['direct setosa'] * 1000:.1f} ms"
+        f"\nOne {LARGE_ROWS:,}-row request, median of {args.large_repeats}, the targets "
+        f"alternating (batch API on {database.split(':')[0]}):"
     )
+    for name, seconds in large.items():
+        print(f"{name:<28} {seconds * 1000:8.1f} ms")
+    if service_ab:
+        ab_results, ab_cpu = service_ab
+        print(
+            f"\nOne class service, this checkout vs {args.baseline} (one-row POST /predict, "
+            f"{args.rounds} alternating slices; CPU at c=8, 2 alternating rounds):"
+        )
+        print_ab(ab_results, ab_cpu)
 
     p50_ratio = results["proxy", 1].percentile(0.5) / results["direct setosa", 1].percentile(0.5)
     throughput_ratio = results["proxy", 32].rps / results["naive proxy", 32].rps
     cpu_ratio = proxied.per_request_us() / direct.per_request_us()
-    large_ratio = large["proxy"] / large["direct setosa"]
+    large_ratio = large["proxy /predict/label"] / large["setosa /predict"]
     errors = (
         sum(result.errors for result in results.values())
         + proxied.errors
@@ -383,11 +578,40 @@ def main() -> int:
         ),
         (
             f"a {LARGE_ROWS:,}-row /predict/label is {large_ratio:.2f}x a direct "
-            f"{LARGE_ROWS:,}-row /predict (target <= 3x)",
-            large_ratio <= 3,
+            f"{LARGE_ROWS:,}-row /predict (target <= 2x)",
+            large_ratio <= 2,
         ),
-        (f"{errors} errors (target 0)", errors == 0),
+        *(
+            (
+                f"{name}, {LARGE_ROWS:,} rows: {large[name] * 1000:.1f} ms (target <= {limit})",
+                large[name] * 1000 <= limit,
+            )
+            for name, limit in (
+                ("setosa /predict", 12),
+                ("setosa v2 infer", 12),
+                ("setosa v2 binary infer", 5),
+                ("batch API /predict", 100),
+            )
+        ),
     ]
+    if service_ab:
+        ab_results, ab_cpu = service_ab
+        by_target = {(result.target, result.concurrency): result for result in ab_results}
+        cpu_ab = ab_cpu["setosa"].per_request_us() / ab_cpu["setosa (baseline)"].per_request_us()
+        rps_ab = by_target["setosa", 32].rps / by_target["setosa (baseline)", 32].rps
+        errors += sum(result.errors for result in ab_results)
+        errors += sum(cost.errors for cost in ab_cpu.values())
+        checks += [
+            (
+                f"one-row CPU per request is {cpu_ab:.2f}x the baseline's (target <= 0.5x)",
+                cpu_ab <= 0.5,
+            ),
+            (
+                f"one-row req/s at c=32 is {rps_ab:.2f}x the baseline's (target >= 1.5x)",
+                rps_ab >= 1.5,
+            ),
+        ]
+    checks.append((f"{errors} errors (target 0)", errors == 0))
     print()
     for text, met in checks:
         print(f"{'MET ' if met else 'MISSED'} {text}")

@@ -2,8 +2,8 @@
 
 Every process (proxy, class services, batch API) takes `{"data": [[f, f, f, f], ...]}`
 and applies the same rule: 1..MAX_ROWS rows of exactly 4 finite numbers (`PredictRequest`
-and `row_limit_error`). The proxy checks a valid body faster, by the same rule
-(src/proxy/bodies.py).
+and `row_limit_error`). Valid bodies are checked faster, by the same rule,
+in src/bodies.py.
 """
 
 from typing import Annotated

@@ -6,10 +6,10 @@ hands them to its `create_app(settings)`, which builds on `create_app` here.
 
 import logging
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
 import uvicorn
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -138,16 +138,6 @@ def checked_row_limit(body: PredictRequest, max_rows: int) -> PredictRequest:
             [{"type": "too_long", "loc": ("body", "data"), "msg": problem}]
         )
     return body
-
-
-async def _valid_request(
-    body: PredictRequest, settings: Annotated[CommonSettings, Depends(get_settings)]
-) -> PredictRequest:
-    # MAX_ROWS comes from the process's settings, which the schema cannot see.
-    return checked_row_limit(body, settings.max_rows)
-
-
-ValidRequest = Annotated[PredictRequest, Depends(_valid_request)]
 
 
 def serve(app: FastAPI, settings: CommonSettings, port: int) -> None:

@@ -5,6 +5,7 @@ import pytest
 from src.api.app import create_app as create_api_app
 from src.ml.predictor import Predictor
 from src.proxy.app import create_app as create_proxy_app
+from src.schemas import PredictRequest
 from src.services.app import create_app as create_service_app
 from src.settings import ApiSettings, ProxySettings, ServiceSettings
 
@@ -63,11 +64,23 @@ def test_the_offset_is_bounded():
     assert offset["schema"]["maximum"] == 10_000
 
 
-def test_the_proxy_declares_the_body_it_reads_itself_as_the_services_schema():
-    # The proxy's row routes read their body without a FastAPI body parameter (rows_body).
-    service = service_app.openapi()
-    expected = service["components"]["schemas"]["PredictRequest"]
-    for path in ("/predict", "/predict/label"):
-        body = proxy_app.openapi()["paths"][path]["post"]["requestBody"]
+ROW_ROUTES = {"proxy": ["/predict", "/predict/label"], "service": ["/predict"], "api": ["/predict"]}
+
+
+@pytest.mark.parametrize("name", APPS)
+def test_routes_that_read_their_body_themselves_declare_the_schema(name):
+    # The row routes read their body without a FastAPI body parameter (src/bodies.py).
+    for path in ROW_ROUTES[name]:
+        body = APPS[name].openapi()["paths"][path]["post"]["requestBody"]
         assert body["required"] is True
-        assert body["content"]["application/json"]["schema"] == expected
+        assert body["content"]["application/json"]["schema"] == PredictRequest.model_json_schema()
+
+
+@pytest.mark.parametrize("name", ["proxy", "service"])
+def test_the_infer_routes_declare_the_inference_request(name):
+    document = APPS[name].openapi()
+    body = document["paths"]["/v2/models/{model_name}/infer"]["post"]["requestBody"]
+    reference = body["content"]["application/json"]["schema"]["$ref"]
+    schemas = document["components"]["schemas"]
+    assert reference == "#/components/schemas/InferenceRequest"
+    assert {"InferenceRequest", "RequestInput", "RequestOutput"} <= schemas.keys()

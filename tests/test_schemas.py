@@ -1,4 +1,4 @@
-"""The one validation rule, on the schema (the proxy's fast check: tests/proxy/test_bodies.py)."""
+"""The one validation rule, on the schema (the fast check: tests/test_bodies.py)."""
 
 import json
 

@@ -19,6 +19,7 @@ from sqlalchemy import Engine, Row
 from sqlalchemy.exc import SQLAlchemyError
 
 from src import web
+from src.bodies import ValidRowsBody, json_response, rows_body_openapi
 from src.db import queries, submissions
 from src.db.engine import create_db_engine, ping
 from src.db.tables import FEATURE_COLUMNS, PROBABILITY_COLUMNS
@@ -36,7 +37,7 @@ from src.schemas import (
     SubmissionStatus,
 )
 from src.settings import ApiSettings
-from src.web import BODY_ERRORS, ValidRequest, error_response, error_responses, get_settings
+from src.web import BODY_ERRORS, error_response, error_responses, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -237,38 +238,45 @@ def _refuse_past_max_backlog(engine: Engine, settings: ApiSettings) -> None:
     "/predict",
     response_model=RegisteredItems,
     responses={**REGISTER_ERRORS, 200: {"headers": REGISTER_HEADERS}},
+    openapi_extra=rows_body_openapi(),
 )
 def register(
-    body: ValidRequest,
+    body: ValidRowsBody,
     engine: EngineDep,
     settings: SettingsDep,
-    response: Response,
     idempotency_key: IdempotencyKey = None,
-) -> RegisteredItems:
+) -> Response:
     # A plain `def`: FastAPI runs it in a worker thread, so the blocking insert
     # does not hold up the event loop.
+    rows = body.rows.tolist()
     if idempotency_key is None:
         _refuse_past_max_backlog(engine, settings)
-        registered = submissions.register(engine, body.data)
+        registered = submissions.register(engine, rows)
     else:
         try:
             registered = submissions.register_once(
                 engine,
-                body.data,
+                rows,
                 idempotency_key,
                 settings.idempotency_ttl_seconds,
                 before_storing=lambda: _refuse_past_max_backlog(engine, settings),
             )
         except submissions.KeyReusedError as error:
             raise HTTPException(status_code=422, detail=str(error)) from None
+    # The RegisteredItems shape, written without validating one int per row again.
+    response = json_response(
+        {
+            "id": registered.item_ids[0],
+            "ids": registered.item_ids,
+            "submission_id": registered.submission_id,
+        }
+    )
     if registered.replayed:
         IDEMPOTENT_REPLAYS.inc()
         response.headers[REPLAYED_HEADER] = "true"
     else:
         ITEMS_REGISTERED.inc(len(registered.item_ids))
-    return RegisteredItems(
-        id=registered.item_ids[0], ids=registered.item_ids, submission_id=registered.submission_id
-    )
+    return response
 
 
 @router.get(

@@ -8,14 +8,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute, iter_route_contexts
 
-from src.oip.schemas import BINARY_HEADER, ServerLive, ServerMetadata
-from src.web import error_response, error_responses, validation_error_response
-
-BINARY_NOT_SUPPORTED = (
-    "binary tensor data is not supported here: send the tensors as JSON "
-    "(tritonclient: set_data_from_numpy(array, binary_data=False), and "
-    "InferRequestedOutput(name, binary_data=False))"
-)
+from src.oip.schemas import InferenceRequest, ServerLive, ServerMetadata
+from src.web import error_responses, validation_error_response
 
 
 class OipRoute(APIRoute):
@@ -25,8 +19,6 @@ class OipRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def oip_handler(request: Request) -> Response:
-            if BINARY_HEADER in request.headers:
-                return error_response(400, BINARY_NOT_SUPPORTED)
             try:
                 return await handler(request)
             except RequestValidationError as exc:
@@ -56,7 +48,13 @@ def _drop_oip_422s(app: FastAPI) -> Callable[[], dict]:
                 operations = schema["paths"][route.path_format]
                 for method in route.methods:
                     operations[method.lower()]["responses"].pop("422", None)
-        schemas = schema.get("components", {}).get("schemas", {})
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        # The infer routes read their body themselves (src/oip/inference.py) and refer to it.
+        request_schema = InferenceRequest.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        schemas.update(request_schema.pop("$defs", {}))
+        schemas["InferenceRequest"] = request_schema
         if "#/components/schemas/HTTPValidationError" not in json.dumps(schema["paths"]):
             schemas.pop("HTTPValidationError", None)
             schemas.pop("ValidationError", None)

@@ -2,12 +2,12 @@
 
 The suite's models take one FP32 tensor named `input` of shape [-1, 4]; its rows go
 through the same rule as `{"data": ...}` (src/schemas.py), so both surfaces reject the same
-inputs. Only JSON tensors are spoken: the protocol's binary tensor extension is not.
+inputs. Requests are read, and answers written, in src/oip/inference.py (JSON tensors and
+the binary tensor data extension).
 """
 
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from src.schemas import N_FEATURES, SAMPLE_ROW, PredictRequest, row_limit_error
@@ -100,7 +100,9 @@ class ResponseOutput(BaseModel):
     shape: list[int]
     datatype: Literal["FP32", "BYTES"]
     parameters: dict[str, Any] | None = None
-    data: list[float] | list[str] = Field(description="row-major, flat")
+    data: list[float] | list[str] | None = Field(
+        None, description="row-major, flat; absent for a binary output (binary_data_size)"
+    )
 
 
 class InferenceResponse(BaseModel):
@@ -113,20 +115,8 @@ class InferenceResponse(BaseModel):
 
 def feature_rows(request: InferenceRequest, max_rows: int) -> list[list[float]]:
     """The request's rows of 4 finite numbers, or TensorError naming what is wrong."""
-    names = [tensor.name for tensor in request.inputs]
-    if names != [INPUT_NAME]:
-        raise TensorError(f"expected one input named {INPUT_NAME!r}, got {names}")
-    (tensor,) = request.inputs
-    if tensor.datatype != FP32:
-        raise TensorError(f"input {INPUT_NAME!r}: datatype must be {FP32}, got {tensor.datatype!r}")
-    if len(tensor.shape) != 2 or tensor.shape[1] != N_FEATURES or tensor.shape[0] < 1:
-        raise TensorError(
-            f"input {INPUT_NAME!r}: shape must be [rows, {N_FEATURES}] with rows >= 1, "
-            f"got {tensor.shape}"
-        )
+    tensor = checked_input(request, max_rows)
     rows = tensor.shape[0]
-    if problem := row_limit_error(rows, max_rows):
-        raise TensorError(f"input {INPUT_NAME!r}: {problem}")
     data = tensor.data
     if len(data) == rows * N_FEATURES and not any(isinstance(value, list) for value in data):
         data = [data[start : start + N_FEATURES] for start in range(0, len(data), N_FEATURES)]
@@ -141,6 +131,27 @@ def feature_rows(request: InferenceRequest, max_rows: int) -> list[list[float]]:
         raise TensorError(f"input {INPUT_NAME!r}: {_describe(error)}") from None
 
 
+def checked_input(request: InferenceRequest, max_rows: int) -> RequestInput:
+    """The request's one input once its name, datatype, shape and row count are checked.
+
+    Everything but its values, which `feature_rows` (or the fast path) checks next.
+    """
+    names = [tensor.name for tensor in request.inputs]
+    if names != [INPUT_NAME]:
+        raise TensorError(f"expected one input named {INPUT_NAME!r}, got {names}")
+    (tensor,) = request.inputs
+    if tensor.datatype != FP32:
+        raise TensorError(f"input {INPUT_NAME!r}: datatype must be {FP32}, got {tensor.datatype!r}")
+    if len(tensor.shape) != 2 or tensor.shape[1] != N_FEATURES or tensor.shape[0] < 1:
+        raise TensorError(
+            f"input {INPUT_NAME!r}: shape must be [rows, {N_FEATURES}] with rows >= 1, "
+            f"got {tensor.shape}"
+        )
+    if problem := row_limit_error(tensor.shape[0], max_rows):
+        raise TensorError(f"input {INPUT_NAME!r}: {problem}")
+    return tensor
+
+
 def _describe(error: ValidationError) -> str:
     problems = []
     for item in error.errors()[:3]:
@@ -152,20 +163,6 @@ def _describe(error: ValidationError) -> str:
         problems.append(f"{where}: {item['msg']}" if where else item["msg"])
     more = error.error_count() - len(problems)
     return "; ".join(problems) + (f" (and {more} more)" if more > 0 else "")
-
-
-def fp32_output(name: str, values: np.ndarray) -> dict:
-    """A response tensor of float32 values, flattened in row-major order."""
-    return {
-        "name": name,
-        "datatype": FP32,
-        "shape": list(values.shape),
-        "data": values.astype(np.float32).ravel().tolist(),
-    }
-
-
-def bytes_output(name: str, values: list[str]) -> dict:
-    return {"name": name, "datatype": BYTES, "shape": [len(values)], "data": values}
 
 
 def selected_outputs(request: InferenceRequest, names: list[str]) -> list[str]:

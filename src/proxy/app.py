@@ -11,11 +11,12 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from src import web
+from src.bodies import ValidRowsBody, rows_body_openapi
 from src.oip.routing import include_oip_router
 from src.proxy import v2
 from src.proxy.answers import required_failed, services_failed
 from src.proxy.backends import BackendResult, Backends, create_session
-from src.proxy.bodies import ValidRowsBody, class_probabilities, rows_body_openapi
+from src.proxy.bodies import class_probabilities
 from src.proxy.degraded import count_if_degraded
 from src.proxy.dependencies import BackendsDep, SettingsDep
 from src.proxy.ensemble import best_labels
@@ -146,7 +147,7 @@ async def predict(body: ValidRowsBody, backends: BackendsDep):
 )
 async def predict_label(body: ValidRowsBody, backends: BackendsDep):
     results = await backends.call_all("POST", "/predict", body.raw, expect=class_probabilities)
-    labels = best_labels(results, body.rows)
+    labels = best_labels(results, len(body.rows))
     if labels is None:
         return services_failed("every service failed", results)
     answered = set(results) - set(labels.unavailable)

@@ -18,6 +18,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from yarl import URL
 
 from src.observability import REQUEST_ID_HEADER, request_id_var
+from src.oip.schemas import BINARY_HEADER
 from src.proxy.breaker import CircuitBreaker, CircuitState
 from src.proxy.replicas import Replica, ReplicaSet, Resolver, resolve_host
 
@@ -71,6 +72,8 @@ class BackendResult:
     body: Any = None
     # The answer's bytes as the service sent them: spliced, not re-encoded, into answers.
     raw: bytes = b""
+    # Set when the answer is in the binary tensor extension: the length of its JSON part.
+    header_length: str | None = None
     error: str | None = None
     detail: str = ""
     # After a failure: whether another replica of the service is still in rotation.
@@ -210,9 +213,14 @@ class Backends:
         path: str,
         content: bytes | None = None,
         expect: AnswerCheck | None = None,
+        headers: dict[str, str] | None = None,
     ) -> BackendResult:
-        """One service's answer, as `call_all` would give it (the v2 per-model routes)."""
-        return await self._guarded_call(service, method, path, content, _headers(content), expect)
+        """One service's answer, as `call_all` would give it (the v2 per-model routes).
+
+        `headers` go along with the request (the binary extension's header length).
+        """
+        headers = {**_headers(content), **(headers or {})}
+        return await self._guarded_call(service, method, path, content, headers, expect)
 
     def missing_required(self, answered: set[str]) -> list[str]:
         """The hard dependencies not among the services that `answered`."""
@@ -266,7 +274,9 @@ class Backends:
                 url = replica.url(path)
                 first_try = self._first_try if len(replicas.replicas) > 1 else self._last_try
                 try:
-                    status, raw = await self._request(method, url, content, headers, first_try)
+                    status, raw, header_length = await self._request(
+                        method, url, content, headers, first_try
+                    )
                 except CONNECTION_FAILURES as error:
                     other = replicas.pick(exclude=replica)
                     if other is None:
@@ -274,13 +284,16 @@ class Backends:
                     replicas.record(replica, ok=False, reason=f"{type(error).__name__}: {error}")
                     RETRIES.labels(service).inc()
                     replica, url = other, other.url(path)
-                    status, raw = await self._request(method, url, content, headers, self._last_try)
+                    status, raw, header_length = await self._request(
+                        method, url, content, headers, self._last_try
+                    )
             if status != 200:
                 result = self._failed(service, "bad_status", f"HTTP {status} from {url}")
             else:
-                body = orjson.loads(raw)
+                # A binary answer's JSON part is checked; its tensors' bytes are passed on.
+                body = orjson.loads(raw if header_length is None else raw[: int(header_length)])
                 body = body if expect is None else expect(body)
-                result = BackendResult(service, body=body, raw=raw)
+                result = BackendResult(service, body=body, raw=raw, header_length=header_length)
         except aiohttp.ClientError as error:
             # Before TimeoutError: a connect timeout is both, and means unreachable.
             # The class and its message: the repr of aiohttp's errors spells out its pool keys.
@@ -305,11 +318,12 @@ class Backends:
         content: bytes | None,
         headers: dict,
         timeout: aiohttp.ClientTimeout,
-    ) -> tuple[int, bytes]:
+    ) -> tuple[int, bytes, str | None]:
+        """The status, the body and, for a binary tensor answer, its JSON part's length."""
         async with self.session.request(
             method, url, data=content, headers=headers, timeout=timeout
         ) as response:
-            return response.status, await response.read()
+            return response.status, await response.read(), response.headers.get(BINARY_HEADER)
 
     @staticmethod
     def _failed(service: str, reason: str, detail: str) -> BackendResult:

@@ -6,33 +6,38 @@ aggregation as POST /predict/label) and the answer is, per row, `label` (BYTES) 
 v2 routes.
 """
 
+import numpy as np
 import orjson
 from fastapi import Depends, HTTPException
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
+from src.oip.inference import (
+    BINARY_CONTENT_TYPE,
+    InferenceBody,
+    inference_openapi,
+    inference_response,
+)
 from src.oip.routing import BAD_TENSOR, UNKNOWN_MODEL, oip_router
 from src.oip.schemas import (
+    BINARY_HEADER,
     BYTES,
     CLASS_OUTPUT_METADATA,
     FP32,
     INPUT_METADATA,
-    InferenceRequest,
     InferenceResponse,
     ModelMetadata,
     ModelReady,
     ServerReady,
     TensorError,
     TensorMetadata,
-    bytes_output,
-    feature_rows,
     selected_outputs,
 )
 from src.proxy.answers import required_failed, services_failed
 from src.proxy.backends import Backends
 from src.proxy.bodies import class_probabilities
 from src.proxy.degraded import count_if_degraded
-from src.proxy.dependencies import BackendsDep, SettingsDep
+from src.proxy.dependencies import BackendsDep
 from src.proxy.ensemble import best_labels
 from src.web import error_responses
 
@@ -66,20 +71,26 @@ async def _routed(
     method: str,
     suffix: str,
     expect: type[BaseModel],
-    payload: dict | None = None,
+    content: bytes | None = None,
+    header_length: str | None = None,
 ) -> Response:
     """A class model's own answer from its service, as KServe's Ensemble node routes it.
 
-    The answer is checked against `expect`, then passed on as the bytes the service sent.
+    The request goes on as it came (binary or JSON); the answer (its JSON part) is checked
+    against `expect`, then passed on as the bytes the service sent.
     """
     path = f"/v2/models/{model_name}{suffix}"
-    content = None if payload is None else orjson.dumps(payload)
+    headers = {} if header_length is None else {BINARY_HEADER: header_length}
     result = await backends.call_one(
-        model_name, method, path, content, expect=expect.model_validate
+        model_name, method, path, content, expect=expect.model_validate, headers=headers
     )
     if not result.ok:
         return services_failed(f"service {model_name} failed", {model_name: result})
-    return Response(result.raw, media_type="application/json")
+    if result.header_length is None:
+        return Response(result.raw, media_type="application/json")
+    return Response(
+        result.raw, media_type=BINARY_CONTENT_TYPE, headers={BINARY_HEADER: result.header_length}
+    )
 
 
 async def _ensemble_readiness(backends: Backends) -> JSONResponse | None:
@@ -131,23 +142,22 @@ async def model_ready(model_name: str, backends: BackendsDep):
     response_model_exclude_none=True,
     responses={**BAD_TENSOR, **UNKNOWN_MODEL, **UNAVAILABLE},
     dependencies=KNOWN_MODEL,
+    openapi_extra=inference_openapi(),
 )
-async def infer(
-    model_name: str, body: InferenceRequest, backends: BackendsDep, settings: SettingsDep
-):
+async def infer(model_name: str, body: InferenceBody, backends: BackendsDep):
+    # The body was checked by InferenceBody, so a bad request never reaches a service.
     outputs = ENSEMBLE_OUTPUTS if model_name == ENSEMBLE else [CLASS_OUTPUT_METADATA]
     try:
-        # Checked here too, so a bad request never reaches a service (as on /predict).
-        rows = feature_rows(body, settings.max_rows)
-        wanted = selected_outputs(body, [output.name for output in outputs])
+        wanted = selected_outputs(body.request, [output.name for output in outputs])
     except TensorError as error:
         raise HTTPException(status_code=400, detail=str(error)) from None
     if model_name != ENSEMBLE:
-        payload = body.model_dump(exclude_none=True)
-        return await _routed(backends, model_name, "POST", "/infer", InferenceResponse, payload)
-    results = await backends.call_all(
-        "POST", "/predict", orjson.dumps({"data": rows}), expect=class_probabilities
-    )
+        return await _routed(
+            backends, model_name, "POST", "/infer", InferenceResponse, body.raw, body.header_length
+        )
+    rows = body.rows
+    content = orjson.dumps({"data": rows}, option=orjson.OPT_SERIALIZE_NUMPY)
+    results = await backends.call_all("POST", "/predict", content, expect=class_probabilities)
     labels = best_labels(results, len(rows))
     if labels is None:
         return services_failed("every service failed", results)
@@ -155,14 +165,11 @@ async def infer(
     if failed := required_failed(backends, results, set(results) - set(labels.unavailable)):
         return failed
     count_if_degraded("ensemble", labels.unavailable)
-    tensors = {
-        "label": bytes_output("label", labels.labels),
-        "proba": {"name": "proba", "datatype": FP32, "shape": [len(rows)], "data": labels.probas},
-    }
-    return InferenceResponse(
-        model_name=ENSEMBLE,
-        id=body.id,
+    tensors = {"label": labels.labels, "proba": np.asarray(labels.probas, dtype=np.float32)}
+    return inference_response(
+        body,
+        ENSEMBLE,
+        {name: tensors[name] for name in wanted},
         # The protocol's place for what is not a tensor: the services that did not answer.
         parameters={"unavailable": labels.unavailable},
-        outputs=[tensors[name] for name in wanted],
     )

@@ -6,18 +6,16 @@ The model takes `input` FP32 [-1, 4] and answers `probabilities` FP32 [-1, 2] =
 
 from fastapi import Depends, HTTPException
 
+from src.oip.inference import InferenceBody, inference_openapi, inference_response
 from src.oip.routing import BAD_TENSOR, UNKNOWN_MODEL, oip_router
 from src.oip.schemas import (
     CLASS_OUTPUT_METADATA,
     INPUT_METADATA,
-    InferenceRequest,
     InferenceResponse,
     ModelMetadata,
     ModelReady,
     ServerReady,
     TensorError,
-    feature_rows,
-    fp32_output,
     selected_outputs,
 )
 from src.services.dependencies import PredictorDep, SettingsDep
@@ -76,15 +74,12 @@ async def model_ready(settings: SettingsDep, predictor: PredictorDep) -> ModelRe
     response_model_exclude_none=True,
     responses={**BAD_TENSOR, **UNKNOWN_MODEL},
     dependencies=KNOWN_MODEL,
+    openapi_extra=inference_openapi(),
 )
-async def infer(
-    body: InferenceRequest, settings: SettingsDep, predictor: PredictorDep
-) -> InferenceResponse:
+async def infer(body: InferenceBody, settings: SettingsDep, predictor: PredictorDep):
     try:
-        rows = feature_rows(body, settings.max_rows)
-        selected_outputs(body, [OUTPUT_NAME])
-        probabilities = predictor.predict_proba(rows)
+        selected_outputs(body.request, [OUTPUT_NAME])
     except TensorError as error:
         raise HTTPException(status_code=400, detail=str(error)) from None
-    outputs = [fp32_output(OUTPUT_NAME, probabilities)]
-    return InferenceResponse(model_name=settings.mode, id=body.id, outputs=outputs)
+    probabilities = predictor.predict_proba(body.rows)
+    return inference_response(body, settings.mode, {OUTPUT_NAME: probabilities})

@@ -56,8 +56,10 @@ def test_tritonclient_against_the_ensemble_and_each_routed_class_model(suite):
     assert client.get_model_metadata("iris")["platform"] == "ensemble"
     flat = [value for row in ROWS for value in row]
     label = httpx.post(suite.proxy.base_url + "/predict/label", json={"data": ROWS}).json()
+    # No outputs named: tritonclient asks for them in binary, where BYTES are bytes.
     result = client.infer("iris", [json_input(ROWS)])
-    assert result.as_numpy("label").tolist() == [e["label"] for e in label["predictions"]]
+    labels = [e["label"].encode() for e in label["predictions"]]
+    assert result.as_numpy("label").tolist() == labels
     np.testing.assert_array_equal(
         result.as_numpy("proba"),
         np.array([e["proba"] for e in label["predictions"]], dtype=np.float32),
@@ -76,6 +78,59 @@ def test_tritonclient_against_the_ensemble_and_each_routed_class_model(suite):
     body = {**tensor(flat, [3, 4]), "outputs": [{"name": "label"}]}
     response = httpx.post(suite.proxy.base_url + "/v2/models/iris/infer", json=body).json()
     assert [output["name"] for output in response["outputs"]] == ["label"]
+
+
+def binary_input(rows) -> triton.InferInput:
+    array = np.array(rows, dtype=np.float32)
+    infer_input = triton.InferInput("input", list(array.shape), "FP32")
+    infer_input.set_data_from_numpy(array)  # tritonclient's default: binary
+    return infer_input
+
+
+def test_tritonclient_defaults_binary_in_and_out_answer_what_json_answers(suite):
+    client = client_for(suite.proxy)
+    as_json = client.infer(
+        "iris",
+        [json_input(ROWS)],
+        outputs=[
+            triton.InferRequestedOutput(name, binary_data=False) for name in ("label", "proba")
+        ],
+    )
+    binary = client.infer(
+        "iris",
+        [binary_input(ROWS)],
+        outputs=[triton.InferRequestedOutput("label"), triton.InferRequestedOutput("proba")],
+    )
+    sizes = {o["name"]: o["parameters"] for o in binary.get_response()["outputs"]}
+    assert sizes["proba"] == {"binary_data_size": 3 * 4}
+    # tritonclient reads BYTES as bytes in binary and as str in JSON.
+    as_text = [label.decode() for label in binary.as_numpy("label").tolist()]
+    assert as_text == as_json.as_numpy("label").tolist()
+    np.testing.assert_array_equal(binary.as_numpy("proba"), as_json.as_numpy("proba"))
+    # No outputs named: every output in binary; the labels as tritonclient reads BYTES.
+    every = client.infer("iris", [binary_input(ROWS)])
+    assert every.as_numpy("label").tolist() == [b"setosa", b"versicolor", b"virginica"]
+    for name in CLASSES:
+        wanted = triton.InferRequestedOutput("probabilities", binary_data=False)
+        json_answer = client.infer(name, [json_input(ROWS)], outputs=[wanted])
+        routed = client.infer(name, [binary_input(ROWS)])  # binary both ways, through the proxy
+        assert routed.get_response()["model_name"] == name
+        np.testing.assert_array_equal(
+            routed.as_numpy("probabilities"), json_answer.as_numpy("probabilities")
+        )
+
+
+def test_a_bad_binary_request_is_400_at_the_proxy(suite):
+    head = b'{"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32", '
+    head += b'"parameters": {"binary_data_size": 16}}]}'
+    for model in ("iris", "setosa"):
+        response = httpx.post(
+            suite.proxy.base_url + f"/v2/models/{model}/infer",
+            content=head + np.zeros(4, "<f4").tobytes(),
+            headers={"Inference-Header-Content-Length": str(len(head))},
+        )
+        assert response.status_code == 400
+        assert "needs 32 bytes of binary data, got 16" in response.json()["error"]
 
 
 BAD_TENSORS = [

@@ -1,5 +1,7 @@
 """A real class service over the Open Inference Protocol v2: raw HTTP and tritonclient."""
 
+import json
+
 import httpx
 import numpy as np
 import pytest
@@ -133,14 +135,101 @@ def test_tritonclient_infers_the_same_numbers_as_predict(versicolor):
     )
 
 
-def test_tritonclient_binary_tensors_get_a_400_that_says_what_to_do(versicolor):
+def test_tritonclient_defaults_binary_in_and_out_answer_what_json_answers(versicolor):
     client = triton.InferenceServerClient(versicolor.base_url.removeprefix("http://"))
-    infer_input = triton.InferInput("input", [1, 4], "FP32")
-    infer_input.set_data_from_numpy(np.array([ROWS[0]], dtype=np.float32))  # binary by default
-    with pytest.raises(InferenceServerException) as raised:
-        client.infer("versicolor", [infer_input])
-    assert raised.value.status() == "400"
-    assert "binary_data=False" in raised.value.message()
+    rows = np.array(ROWS, dtype=np.float32)
+    binary_input = triton.InferInput("input", list(rows.shape), "FP32")
+    binary_input.set_data_from_numpy(rows)  # binary by default
+    json_input = triton.InferInput("input", list(rows.shape), "FP32")
+    json_input.set_data_from_numpy(rows, binary_data=False)
+    as_json = client.infer(
+        "versicolor",
+        [json_input],
+        outputs=[triton.InferRequestedOutput("probabilities", binary_data=False)],
+    )
+    binary = client.infer(
+        "versicolor",
+        [binary_input],
+        outputs=[triton.InferRequestedOutput("probabilities")],  # binary by default
+        request_id="b-1",
+    )
+    assert binary.get_response()["outputs"][0]["parameters"] == {"binary_data_size": 3 * 2 * 4}
+    assert binary.get_response()["id"] == "b-1"
+    np.testing.assert_array_equal(
+        binary.as_numpy("probabilities"), as_json.as_numpy("probabilities")
+    )
+    # No outputs named: tritonclient asks for every output in binary (binary_data_output).
+    np.testing.assert_array_equal(
+        client.infer("versicolor", [binary_input]).as_numpy("probabilities"),
+        as_json.as_numpy("probabilities"),
+    )
+
+
+def binary_request(header: dict, tensor_bytes: bytes, header_length: int | None = None):
+    head = json.dumps(header).encode()
+    length = str(len(head) if header_length is None else header_length)
+    return {"content": head + tensor_bytes, "headers": {"Inference-Header-Content-Length": length}}
+
+
+def binary_header(rows: int, size: int, **tensor) -> dict:
+    described = {"name": "input", "shape": [rows, 4], "datatype": "FP32"}
+    return {"inputs": [{**described, **tensor, "parameters": {"binary_data_size": size}}]}
+
+
+ONE_ROW = np.array([ROWS[0]], dtype="<f4").tobytes()
+BAD_BINARY = [
+    ("header-length-not-a-number", binary_request(binary_header(1, 16), ONE_ROW, "x"), "x"),
+    (
+        "header-length-past-the-body",
+        binary_request(binary_header(1, 16), ONE_ROW, 10**6),
+        "at most",
+    ),
+    (
+        "header-not-json",
+        {"content": b"{nope" + ONE_ROW, "headers": {"Inference-Header-Content-Length": "5"}},
+        "not JSON",
+    ),
+    ("size-past-the-body", binary_request(binary_header(1, 64), ONE_ROW), "binary_data_size"),
+    ("bytes-left-over", binary_request(binary_header(1, 8), ONE_ROW), "add up to 8"),
+    ("size-not-the-shape", binary_request(binary_header(2, 16), ONE_ROW), "needs 32 bytes"),
+    (
+        "both-data-and-bytes",
+        binary_request(binary_header(1, 16, data=[1, 2, 3, 4]), ONE_ROW),
+        "both data",
+    ),
+    ("wrong-datatype", binary_request(binary_header(1, 16, datatype="FP64"), ONE_ROW), "FP32"),
+    (
+        "nan",
+        binary_request(binary_header(1, 16), np.array([[1, np.nan, 3, 4]], "<f4").tobytes()),
+        "row 0, column 1: Input should be a finite number",
+    ),
+    ("too-many-rows", binary_request(binary_header(51, 51 * 16), ONE_ROW * 51), "at most 50 rows"),
+]
+
+
+@pytest.mark.parametrize(("case", "sent", "message"), BAD_BINARY, ids=[c[0] for c in BAD_BINARY])
+def test_bad_binary_requests_get_400_naming_the_problem(versicolor, case, sent, message):
+    response = httpx.post(versicolor.base_url + INFER, **sent)
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+
+
+def test_a_10000_row_binary_request_is_answered_in_binary(tmp_path):
+    starter = ProcessStarter(tmp_path)
+    try:
+        service = starter.start_http("big", ["src.services"], {"MODE": "versicolor"})
+        rows = np.random.default_rng(0).uniform(0, 8, (10_000, 4)).astype("<f4")
+        header = {**binary_header(10_000, rows.nbytes), "parameters": {"binary_data_output": True}}
+        response = httpx.post(service.base_url + INFER, **binary_request(header, rows.tobytes()))
+        assert response.status_code == 200
+        length = int(response.headers["inference-header-content-length"])
+        answer = json.loads(response.content[:length])
+        assert answer["outputs"][0]["shape"] == [10_000, 2]
+        probabilities = np.frombuffer(response.content[length:], "<f4").reshape(10_000, 2)
+        predict = httpx.post(service.base_url + "/predict", json={"data": rows.tolist()}).json()
+        np.testing.assert_array_equal(probabilities, np.array(predict["predictions"], "<f4"))
+    finally:
+        starter.stop_all()
 
 
 def test_tritonclient_sees_the_protocol_errors(versicolor):

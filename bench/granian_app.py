@@ -1,0 +1,38 @@
+"""`python -m bench.granian_app service|proxy`: a class service or the proxy served by granian.
+
+The HTTP-stack A/B of `python -m bench.bench_proxy --scenario stack`: the same app, settings
+and start-up as `python -m src.services` / `python -m src.proxy`, with granian (a Rust
+HTTP server, embedded, one worker on uvloop) in place of uvicorn.
+"""
+
+import sys
+
+import uvloop
+from granian.constants import Interfaces
+from granian.server.embed import Server
+
+from src.observability import configure_logging
+from src.proxy.app import create_app as create_proxy_app
+from src.services.app import create_app as create_service_app
+from src.services.mode import load_service_predictor, service_port
+from src.settings import ProxySettings, ServiceSettings
+
+
+def main() -> None:
+    if sys.argv[1:] == ["service"]:
+        settings = ServiceSettings()
+        configure_logging(settings.log_level, settings.log_format)
+        app = create_service_app(settings, load_service_predictor(settings))
+        port = service_port(settings)
+    else:
+        settings = ProxySettings()
+        configure_logging(settings.log_level, settings.log_format)
+        app, port = create_proxy_app(settings), settings.port
+    server = Server(
+        app, address=settings.host, port=port, interface=Interfaces.ASGI, log_enabled=False
+    )
+    uvloop.run(server.serve())
+
+
+if __name__ == "__main__":
+    main()
