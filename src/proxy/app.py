@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from src import web
 from src.oip.routing import include_oip_router
 from src.proxy import v2
-from src.proxy.answers import required_failed, services_failed
+from src.proxy.answers import DEGRADED, required_failed, services_failed
 from src.proxy.backends import BackendResult, Backends, create_session
 from src.proxy.bodies import ValidRowsBody, class_probabilities, rows_body_openapi
 from src.proxy.dependencies import BackendsDep, SettingsDep
@@ -79,7 +79,11 @@ async def _fan_out(backends: Backends, method: str, path: str, content: bytes | 
     if not any(result.ok for result in results.values()):
         return services_failed("every service failed", results)
     answered = {name for name, result in results.items() if result.ok}
-    return required_failed(backends, results, answered) or _keyed(results)
+    if failed := required_failed(backends, results, answered):
+        return failed
+    if len(answered) < len(results):
+        DEGRADED.labels(path).inc()
+    return _keyed(results)
 
 
 @router.get("/health", response_model=HealthResponse)
@@ -144,6 +148,8 @@ async def predict_label(body: ValidRowsBody, backends: BackendsDep):
     answered = set(results) - set(labels.unavailable)
     if failed := required_failed(backends, results, answered):
         return failed
+    if labels.unavailable:
+        DEGRADED.labels("/predict/label").inc()
     labelled = [
         {"proba": proba, "label": label}
         for label, proba in zip(labels.labels, labels.probas, strict=True)

@@ -17,6 +17,7 @@ import orjson
 from prometheus_client import Counter, Gauge, Histogram
 from yarl import URL
 
+from src.admission import DEADLINE_HEADER, remaining_seconds
 from src.observability import REQUEST_ID_HEADER, request_id_var
 from src.proxy.breaker import CircuitBreaker, CircuitState
 
@@ -43,6 +44,13 @@ SHORT_CIRCUITED = Counter(
     "Backend calls not made because the service's circuit was open",
     ["service"],
 )
+
+# Failures that say nothing about the service's health: the caller's time ran out (before
+# the call, or cutting its timeout short), or the service refused as overloaded. They
+# never count against its circuit, so load alone cannot open it.
+NO_VERDICT = frozenset({"deadline", "overloaded"})
+# Less time than this left: a call is not started (it could not be answered in time).
+MIN_CALL_SECONDS = 0.005
 
 
 # Checks a parsed answer: returns it as the caller will use it, or raises ValueError.
@@ -184,13 +192,21 @@ class Backends:
 
     async def _guarded_call(self, service: str, *call_args) -> BackendResult:
         """`_call` behind the service's breaker: no network call at all while it is open."""
+        timeout = self.timeouts[service]
+        left = remaining_seconds()
+        if left is not None and left < timeout:
+            if left < MIN_CALL_SECONDS:
+                return self._failed(
+                    service, "deadline", f"not called: {max(left, 0) * 1000:.0f} ms left"
+                )
+            timeout = left
         breaker = self.breakers[service]
         permit = breaker.allow()
         if permit is None:
             SHORT_CIRCUITED.labels(service).inc()
             return BackendResult(service, error="circuit_open", detail=_why_skipped(breaker))
         try:
-            result = await self._call(service, *call_args)
+            result = await self._call(service, *call_args, timeout)
         except asyncio.CancelledError:
             # The caller went away: no verdict on the service, so a trial passes to the next.
             breaker.release(permit)
@@ -198,7 +214,10 @@ class Backends:
         except Exception:
             breaker.record(permit, ok=False, reason="error")
             raise
-        breaker.record(permit, ok=result.ok, reason=result.error or "")
+        if result.error in NO_VERDICT:
+            breaker.release(permit)
+        else:
+            breaker.record(permit, ok=result.ok, reason=result.error or "")
         return result
 
     async def _call(
@@ -209,25 +228,33 @@ class Backends:
         content: bytes | None,
         headers: dict,
         expect: AnswerCheck | None,
+        timeout: float,
     ) -> BackendResult:
         url = self._url(service, path)
+        # The service learns how long the caller will wait, and drops the work once late.
+        headers = {**headers, DEADLINE_HEADER: str(int(timeout * 1000))}
         started = time.perf_counter()
         try:
             # One hard deadline for the whole call, reading the body included: a service
             # that trickles bytes cannot hold the request longer.
-            async with asyncio.timeout(self.timeouts[service]):
+            async with asyncio.timeout(timeout):
                 async with self.session.request(
                     method, url, data=content, headers=headers
                 ) as response:
                     raw = await response.read()
+            if response.status == 503 and "Retry-After" in response.headers:
+                return self._failed(service, "overloaded", f"{url} refused: overloaded")
             if response.status != 200:
                 return self._failed(service, "bad_status", f"HTTP {response.status} from {url}")
             body = orjson.loads(raw)
             return BackendResult(service, body=body if expect is None else expect(body), raw=raw)
         except TimeoutError:
-            return self._failed(
-                service, "timeout", f"no answer from {url} in {self.timeouts[service]}s"
-            )
+            if timeout < self.timeouts[service]:
+                # Cut short by the caller's deadline, not the service's own timeout.
+                return self._failed(
+                    service, "deadline", f"the caller's deadline passed during the call to {url}"
+                )
+            return self._failed(service, "timeout", f"no answer from {url} in {timeout}s")
         except aiohttp.ClientError as error:
             # The class and its message: the repr of aiohttp's errors spells out its pool keys.
             return self._failed(service, "unreachable", f"{url}: {type(error).__name__}: {error}")
@@ -239,7 +266,9 @@ class Backends:
     @staticmethod
     def _failed(service: str, reason: str, detail: str) -> BackendResult:
         BACKEND_FAILURES.labels(service, reason).inc()
-        logger.warning("backend %s failed (%s): %s", service, reason, detail)
+        # Load-shedding outcomes are counted, not logged one by one (admission logs the change).
+        level = logging.DEBUG if reason in NO_VERDICT else logging.WARNING
+        logger.log(level, "backend %s failed (%s): %s", service, reason, detail)
         return BackendResult(service, error=reason, detail=detail)
 
 
