@@ -29,6 +29,8 @@ import httpx
 import orjson
 import uvloop
 
+from bench.bench_overload import overload_scenario
+
 # The test harness already starts suite processes on free ports and stops them.
 from src.proxy.backends import create_session
 from tooling.processes import ProcessStarter, free_port, wait_until_healthy
@@ -199,10 +201,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--scenario",
-        choices=["compare", "client", "hung"],
+        choices=["compare", "client", "hung", "overload"],
         default="compare",
         help="compare: proxy vs direct vs naive (above); client: the fan-out's HTTP clients "
-        "compared; hung: one service SIGSTOPped (below)",
+        "compared; hung: one service SIGSTOPped (below); overload: c=400, huge bodies, "
+        "half-open connections (bench/bench_overload.py)",
     )
     parser.add_argument("--requests", type=int, default=2000, help="requests per measurement")
     parser.add_argument(
@@ -213,6 +216,12 @@ def main() -> int:
     )
     parser.add_argument("--hung-rounds", type=int, default=3, help="hung: rounds")
     parser.add_argument(
+        "--overload-seconds", type=float, default=15, help="overload: seconds at c=400"
+    )
+    parser.add_argument(
+        "--before", default="main", help="overload: the git ref compared with at c=32"
+    )
+    parser.add_argument(
         "--cpu-requests", type=int, default=4000, help="requests per CPU measurement (c=8)"
     )
     parser.add_argument(
@@ -221,6 +230,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.scenario == "hung":
         return hung_scenario(args.seconds, args.hung_rounds)
+    if args.scenario == "overload":
+        return overload_scenario(args.seconds, args.rounds, args.overload_seconds, args.before)
     if args.scenario == "client":
         return client_scenario(args.cpu_requests, args.rounds)
 
