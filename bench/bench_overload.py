@@ -51,6 +51,11 @@ class HeyRun:
     label: str
     seconds: float
     answers: list[tuple[float, int]]
+    # CPU seconds the measured processes (the proxy and its services) used during the run.
+    cpu: float = 0.0
+
+    def cpu_us_per_answer(self) -> float:
+        return self.cpu / max(1, self.count(200)) * 1e6
 
     def latencies(self, status: int | None = None, other_than: int | None = None) -> list[float]:
         return sorted(
@@ -72,7 +77,7 @@ class HeyRun:
         return (
             f"{self.label:<30} {len(self.answers):>7} {len(ok):>7} {self.rps():>8.0f} "
             f"{_ms(ok, 0.5):>8} {_ms(ok, 0.99):>8} {len(refused):>7} {_ms(refused, 0.99):>9} "
-            f"{other:>5}"
+            f"{other:>5} {self.cpu_us_per_answer():>9.0f}"
         )
 
 
@@ -84,8 +89,18 @@ def _ms(values: list[float], fraction: float) -> str:
     return f"{_percentile(values, fraction) * 1000:.1f}" if values else "-"
 
 
-def hey(label: str, url: str, concurrency: int, seconds: float) -> HeyRun:
-    """`hey -z` at `concurrency` for `seconds`; every answer's latency and status from its CSV."""
+def hey(
+    label: str, url: str, concurrency: int, seconds: float, suite: "Suite | None" = None
+) -> HeyRun:
+    """`hey -z` at `concurrency` for `seconds`; every answer's latency and status from its CSV.
+
+    With `suite`, the CPU its proxy and services used meanwhile: a cost per answer that
+    the neighbours' load on a shared machine moves far less than latency.
+    """
+    from bench.bench_proxy import cpu_seconds  # that module runs this one
+
+    pids = [] if suite is None else [p.popen.pid for p in (suite.proxy, *suite.services.values())]
+    cpu_before = sum(cpu_seconds(pid) for pid in pids)
     command = [
         "hey",
         "-z",
@@ -107,7 +122,7 @@ def hey(label: str, url: str, concurrency: int, seconds: float) -> HeyRun:
         (float(row["response-time"]), int(row["status-code"]))
         for row in csv.DictReader(io.StringIO(output))
     ]
-    return HeyRun(label, seconds, answers)
+    return HeyRun(label, seconds, answers, sum(cpu_seconds(pid) for pid in pids) - cpu_before)
 
 
 def export_ref(ref: str) -> Path:
@@ -261,12 +276,19 @@ def overload_scenario(seconds: float, rounds: int, overload_seconds: float, befo
             order = [(runs_now, "now"), (runs_then, "before")]
             for runs, which in order if index % 2 == 0 else order[::-1]:
                 url = url_now if which == "now" else url_then
-                runs.append(hey(f"c=32 {which} #{index + 1}", url, 32, seconds))
+                suite = now if which == "now" else then
+                runs.append(hey(f"c=32 {which} #{index + 1}", url, 32, seconds, suite))
         c32_rps = statistics.median(run.rps() for run in runs_now)
         c32_then = statistics.median(run.rps() for run in runs_then)
         p50_now = statistics.median(_percentile(r.latencies(200), 0.5) for r in runs_now)
         p50_then = statistics.median(_percentile(r.latencies(200), 0.5) for r in runs_then)
         lines += [run.row() for pair in zip(runs_now, runs_then, strict=True) for run in pair]
+        cpu_now = statistics.median(run.cpu_us_per_answer() for run in runs_now)
+        cpu_then = statistics.median(run.cpu_us_per_answer() for run in runs_then)
+        lines.append(
+            f"c=32 CPU of proxy + services per answer (median): {cpu_now:.0f} us now, "
+            f"{cpu_then:.0f} us before ({cpu_now / cpu_then - 1:+.1%})"
+        )
         checks.append(
             (
                 f"c=32: {c32_rps:.0f} req/s vs {c32_then:.0f} before "
@@ -280,11 +302,11 @@ def overload_scenario(seconds: float, rounds: int, overload_seconds: float, befo
         base = now.proxy.base_url
         degraded_before = _degraded(base)
         short_before = _short_circuited(base)
-        overload = hey("c=400 now", url_now, 400, overload_seconds)
+        overload = hey("c=400 now", url_now, 400, overload_seconds, now)
         degraded = _degraded(base) - degraded_before
         short = _short_circuited(base) - short_before
         opened = now.proxy.log().count("-> open")
-        overload_then = hey("c=400 before", url_then, 400, overload_seconds)
+        overload_then = hey("c=400 before", url_then, 400, overload_seconds, then)
         lines += [overload.row(), overload_then.row()]
         refused = overload.latencies(503)
         answered = overload.latencies(200)
@@ -344,7 +366,7 @@ def overload_scenario(seconds: float, rounds: int, overload_seconds: float, befo
     )
     print(
         f"{'run':<30} {'answers':>7} {'200':>7} {'200/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'503':>7} {'503 p99':>9} {'other':>5}"
+        f"{'503':>7} {'503 p99':>9} {'other':>5} {'cpu us/200':>9}"
     )
     for line in lines:
         print(line)
