@@ -48,7 +48,7 @@ SHORT_CIRCUITED = Counter(
 # Failures that say nothing about the service's health: the caller's time ran out (before
 # the call, or cutting its timeout short), or the service refused as overloaded. They
 # never count against its circuit, so load alone cannot open it.
-NO_VERDICT = frozenset({"deadline", "overloaded"})
+NO_VERDICT = frozenset({"deadline", "overloaded", "queued"})
 # Less time than this left: a call is not started (it could not be answered in time).
 MIN_CALL_SECONDS = 0.005
 
@@ -145,6 +145,10 @@ class Backends:
         self._latency = {name: BACKEND_LATENCY.labels(name) for name in self.services}
         # Parsed once: URL parsing is a measurable part of each call.
         self._urls: dict[tuple[str, str], URL] = {}
+        # Each service's share of the pool: a call waits here, not inside aiohttp's pool,
+        # so time spent queued behind the proxy's own load is told apart from the service's.
+        share = max(1, (session.connector.limit or 100) // max(1, len(self.services)))
+        self._slots = {name: asyncio.Semaphore(share) for name in self.services}
 
     def _url(self, service: str, path: str) -> URL:
         key = (service, path)
@@ -231,9 +235,21 @@ class Backends:
         timeout: float,
     ) -> BackendResult:
         url = self._url(service, path)
+        started = time.perf_counter()
+        slots = self._slots[service]
+        if slots.locked():
+            try:
+                async with asyncio.timeout(timeout):
+                    await slots.acquire()
+            except TimeoutError:
+                return self._failed(
+                    service, "queued", f"not called: no free connection to {url} in {timeout:g}s"
+                )
+            timeout -= time.perf_counter() - started
+        else:
+            await slots.acquire()  # free: returns without suspending
         # The service learns how long the caller will wait, and drops the work once late.
         headers = {**headers, DEADLINE_HEADER: str(int(timeout * 1000))}
-        started = time.perf_counter()
         try:
             # One hard deadline for the whole call, reading the body included: a service
             # that trickles bytes cannot hold the request longer.
@@ -250,7 +266,7 @@ class Backends:
             return BackendResult(service, body=body if expect is None else expect(body), raw=raw)
         except TimeoutError:
             if timeout < self.timeouts[service]:
-                # Cut short by the caller's deadline, not the service's own timeout.
+                # Cut short by the caller's deadline or by queueing, not the service's timeout.
                 return self._failed(
                     service, "deadline", f"the caller's deadline passed during the call to {url}"
                 )
@@ -261,6 +277,7 @@ class Backends:
         except ValueError as error:  # not JSON, or not the answer `expect` wants
             return self._failed(service, "bad_response", f"{url}: {error}")
         finally:
+            slots.release()
             self._latency[service].observe(time.perf_counter() - started)
 
     @staticmethod
