@@ -35,6 +35,8 @@ import numpy as np
 import orjson
 import uvloop
 
+from bench.bench_overload import overload_scenario
+
 # The test harness already starts suite processes on free ports and stops them.
 from bench.plots import RESULTS_DIR, plot_concurrency_sweep
 from src.proxy.backends import create_session
@@ -361,11 +363,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--scenario",
-        choices=["compare", "sweep", "client", "hung", "stack"],
+        choices=["compare", "sweep", "client", "hung", "stack", "overload"],
         default="compare",
         help="compare: proxy vs direct vs naive, then the sweep (above); sweep: only the "
         "sweep; client: the fan-out's HTTP clients compared; hung: one service SIGSTOPped; "
-        "stack: uvicorn vs granian",
+        "stack: uvicorn vs granian; overload: c=400, huge bodies, half-open connections "
+        "(bench/bench_overload.py)",
     )
     parser.add_argument(
         "--sweep-requests",
@@ -382,6 +385,12 @@ def main() -> int:
     )
     parser.add_argument("--hung-rounds", type=int, default=3, help="hung: rounds")
     parser.add_argument(
+        "--overload-seconds", type=float, default=15, help="overload: seconds at c=400"
+    )
+    parser.add_argument(
+        "--before", default="main", help="overload: the git ref compared with at c=32"
+    )
+    parser.add_argument(
         "--cpu-requests", type=int, default=4000, help="requests per CPU measurement (c=8)"
     )
     parser.add_argument(
@@ -397,6 +406,8 @@ def main() -> int:
         return hung_scenario(args.seconds, args.hung_rounds)
     if args.scenario == "stack":
         return stack_scenario(args.requests, args.rounds)
+    if args.scenario == "overload":
+        return overload_scenario(args.seconds, args.rounds, args.overload_seconds, args.before)
     if args.scenario == "client":
         return client_scenario(args.cpu_requests, args.rounds)
     if args.scenario == "sweep":

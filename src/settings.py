@@ -5,7 +5,7 @@ time, so tests can start processes with any environment they like.
 """
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, HttpUrl, field_validator, model_validator
 from pydantic_settings import (
@@ -25,11 +25,15 @@ SERVICE_ENV_PREFIX = "SERVICE_"
 # classes of the committed models/label.json, each on its class service's default port
 # (`make run`). Any other set of classes is given by SERVICE_<NAME> variables, not code.
 DEFAULT_LOCAL_CLASSES = ("setosa", "versicolor", "virginica")
+# Four 17-digit numbers with signs, exponents, separators and indentation stay well under it.
+BODY_BYTES_PER_ROW = 256
 
 
 class CommonSettings(BaseSettings):
     # An empty variable (PORT= , as `${PORT:-}` gives) means "use the default".
     model_config = SettingsConfigDict(extra="ignore", frozen=True, env_ignore_empty=True)
+    # How the process names itself in its answers ("proxy overloaded").
+    process_name: ClassVar[str] = "process"
 
     host: str = "0.0.0.0"
     log_level: str = "INFO"
@@ -41,10 +45,31 @@ class CommonSettings(BaseSettings):
     keep_alive_timeout: float = Field(
         65, gt=0, description="seconds the server keeps an idle connection open"
     )
+    # Overload and hostile clients (src/admission.py, src/connections.py, docs/overload.md).
+    max_in_flight: int = Field(48, ge=1, description="requests worked on at once; more wait")
+    admission_wait: float = Field(
+        0.025, ge=0, description="seconds a request waits for room before a 503"
+    )
+    # Without X-Request-Timeout-Ms, a request's deadline; unset: none (the proxy then
+    # keeps its BACKEND_TIMEOUT per call).
+    request_timeout: float | None = Field(None, gt=0)
+    max_body_bytes: int | None = Field(
+        None, ge=1, description="413 above this; unset: what MAX_ROWS rows can take"
+    )
+    header_timeout: float = Field(
+        5, gt=0, description="seconds a client has to send a request's headers"
+    )
+    max_connections: int = Field(2048, ge=1, description="open connections; more are closed")
+
+    def resolved_max_body_bytes(self) -> int:
+        # Room for MAX_ROWS rows of four full-precision numbers, generously spaced.
+        return self.max_body_bytes or self.max_rows * BODY_BYTES_PER_ROW + 64 * 1024
 
 
 class ServiceSettings(CommonSettings):
     """A class service: `MODE` picks the binary model, `PORT` defaults by class."""
+
+    process_name: ClassVar[str] = "service"
 
     mode: str = "setosa"
     port: int | None = None
@@ -65,6 +90,8 @@ def _local_services() -> dict[str, str]:
 
 class ProxySettings(CommonSettings):
     """The proxy: one backend per `SERVICE_<NAME>=<base URL>` variable."""
+
+    process_name: ClassVar[str] = "proxy"
 
     port: int = 9100
     backend_timeout: float = Field(2.0, gt=0, description="seconds for one backend call")
@@ -230,6 +257,8 @@ class DatabaseSettings(CommonSettings):
 
 class ApiSettings(DatabaseSettings):
     """The batch API: registers items, serves their predictions once the job has run."""
+
+    process_name: ClassVar[str] = "batch API"
 
     port: int = 8000
     label_filepath: Path = DEFAULT_LABEL_FILEPATH

@@ -15,6 +15,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from src.admission import AdmissionGate, AdmissionMiddleware, BodyLimitMiddleware
+from src.connections import GuardedHttpToolsProtocol
 from src.docs_pages import add_offline_docs
 from src.observability import RequestContextMiddleware, request_id_var
 from src.schemas import ErrorResponse, PredictRequest, row_limit_error
@@ -27,9 +29,16 @@ MAX_LISTED_ERRORS = 20
 _ERROR_DESCRIPTIONS = {
     400: "the body is not UTF-8 (FastAPI cannot decode it)",
     404: "no such resource",
+    413: "the body is larger than MAX_BODY_BYTES; the connection is closed",
     422: "the request does not follow the schema; `detail` lists the problems",
     500: "an unexpected error; the log has the stack trace under `request_id`",
     503: "a service or the database this answer needs is unavailable",
+}
+# What admission control (src/admission.py) can answer on any route.
+_ADMISSION_DESCRIPTIONS = {
+    503: "overloaded (`Retry-After` says when to retry), or a service or the database "
+    "this answer needs is unavailable",
+    504: "the caller's deadline (X-Request-Timeout-Ms) passed before the work started",
 }
 
 
@@ -112,7 +121,7 @@ def create_app(
         title=title,
         description=description,
         lifespan=lifespan,
-        responses=error_responses(500),
+        responses=error_responses(413, 500, 503, 504, descriptions=_ADMISSION_DESCRIPTIONS),
         docs_url=None,  # add_offline_docs serves /docs and /redoc without a CDN
         redoc_url=None,
     )
@@ -120,7 +129,19 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
+    # The last added runs first: admission, then the request's log line, then the body limit.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.resolved_max_body_bytes(),
+        error_response=error_response,
+    )
     app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(
+        AdmissionMiddleware,
+        gate=AdmissionGate(settings.max_in_flight, settings.admission_wait, settings.process_name),
+        default_timeout=settings.request_timeout,
+        error_response=error_response,
+    )
     app.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)
     add_offline_docs(app)
     return app
@@ -149,5 +170,6 @@ def serve(app: FastAPI, settings: CommonSettings, port: int) -> None:
         log_config=None,
         access_log=False,  # RequestContextMiddleware logs one line per request
         timeout_keep_alive=settings.keep_alive_timeout,
+        http=GuardedHttpToolsProtocol.configured(settings.header_timeout, settings.max_connections),
         timeout_graceful_shutdown=10,
     )

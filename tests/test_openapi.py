@@ -50,12 +50,18 @@ def test_json_bodies_declare_400_and_only_v2_routes_skip_422(name):
     assert "HTTPValidationError" not in APPS[name].openapi()["components"]["schemas"]
 
 
-def test_the_v2_model_routes_declare_404_and_the_proxys_503():
+def test_the_v2_model_routes_declare_404():
     for name in ("proxy", "service"):
         for _, path, operation in operations(APPS[name]):
             if path.startswith("/v2/models/"):
                 assert "404" in operation["responses"], (name, path)
-                assert ("503" in operation["responses"]) == (name == "proxy"), (name, path)
+
+
+@pytest.mark.parametrize("name", APPS)
+def test_every_route_declares_what_admission_control_answers(name):
+    # Any route may be refused as overloaded (503), too late (504) or too large (413).
+    for method, path, operation in operations(APPS[name]):
+        assert {"413", "503", "504"} <= set(operation["responses"]), (method, path)
 
 
 def test_the_offset_is_bounded():

@@ -195,7 +195,8 @@ def project_settings() -> dict[str, str]:
         BATCH_WAIT_TIME="1",
         CHUNK_SIZE="500",
         WORKER_THREADS="2",
-        # Its own tag: the developer's ml-serving-patterns/*:latest images stay as they are.
-        IMAGE_TAG="compose-test",
+        # Its own tag: the developer's ml-serving-patterns/*:latest images stay as they are,
+        # and a checkout's own: two checkouts testing at once must not run each other's images.
+        IMAGE_TAG="compose-test-" + re.sub(r"[^A-Za-z0-9_.-]", "-", REPO_ROOT.name)[:40],
     )
     return settings

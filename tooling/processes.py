@@ -93,9 +93,9 @@ class ProcessStarter:
         module_args: list[str],
         env: dict[str, str] | None = None,
         port: int | None = None,
-        cwd: Path | None = None,
+        cwd: Path = REPO_ROOT,
     ) -> RunningProcess:
-        """`python -m <module_args>` in the repository (or `cwd`, e.g. another checkout)."""
+        """`python -m` with `module_args` from `cwd` (another source tree for A/B benchmarks)."""
         full_env = {**clean_environment(), "PYTHONUNBUFFERED": "1", **(env or {})}
         if port is not None:
             full_env["PORT"] = str(port)
@@ -103,7 +103,7 @@ class ProcessStarter:
         with log_path.open("wb") as log_file:
             popen = subprocess.Popen(
                 [sys.executable, "-m", *module_args],
-                cwd=cwd or REPO_ROOT,
+                cwd=cwd,
                 env=full_env,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

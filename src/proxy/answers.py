@@ -1,12 +1,17 @@
 """The proxy's 503: which services failed and why, in the one error shape (src/web.py)."""
 
 from fastapi.responses import JSONResponse
+from prometheus_client import Counter
 
 from src.proxy.backends import BackendResult, Backends
 from src.web import error_response
 
 # A service that answered, but whose answer cannot be used for this request.
 NOT_EVERY_ROW = "its answer did not cover every row of the request"
+
+FAILED = Counter(
+    "proxy_failed_answers_total", "503 answers: every service, or a required one, failed"
+)
 
 
 def failures(
@@ -31,6 +36,7 @@ def services_failed(
     unusable: str = NOT_EVERY_ROW,
 ) -> JSONResponse:
     """503 listing only the services that failed; with `required`, the hard ones among them."""
+    FAILED.inc()
     failed = failures(results, answered or set(), unusable)
     return error_response(
         503,

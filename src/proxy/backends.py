@@ -17,6 +17,7 @@ import orjson
 from prometheus_client import Counter, Gauge, Histogram
 from yarl import URL
 
+from src.admission import DEADLINE_HEADER, remaining_seconds
 from src.observability import REQUEST_ID_HEADER, request_id_var
 from src.oip.schemas import BINARY_HEADER
 from src.proxy.breaker import CircuitBreaker, CircuitState
@@ -59,6 +60,13 @@ CONNECTION_FAILURES = (
     aiohttp.ClientOSError,
     aiohttp.ConnectionTimeoutError,
 )
+
+# Failures that say nothing about the service's health: the caller's time ran out (before
+# the call, or cutting its timeout short), or the service refused as overloaded. They
+# never count against its circuit, so load alone cannot open it.
+NO_VERDICT = frozenset({"deadline", "overloaded", "queued"})
+# Less time than this left: a call is not started (it could not be answered in time).
+MIN_CALL_SECONDS = 0.005
 
 
 # Checks a parsed answer: returns it as the caller will use it, or raises ValueError.
@@ -185,6 +193,10 @@ class Backends:
             CIRCUIT_STATE.labels(name).set(CircuitState.CLOSED)
         # Looked up once: labels() takes a lock and a dict lookup on every call.
         self._latency = {name: BACKEND_LATENCY.labels(name) for name in self.services}
+        # Each service's share of the pool: a call waits here, not inside aiohttp's pool,
+        # so time spent queued behind the proxy's own load is told apart from the service's.
+        share = max(1, (session.connector.limit or 100) // max(1, len(self.services)))
+        self._slots = {name: asyncio.Semaphore(share) for name in self.services}
 
     async def call_all(
         self,
@@ -231,13 +243,21 @@ class Backends:
 
     async def _guarded_call(self, service: str, *call_args) -> BackendResult:
         """`_call` behind the service's breaker: no network call at all while it is open."""
+        timeout = self.timeouts[service]
+        left = remaining_seconds()
+        if left is not None and left < timeout:
+            if left < MIN_CALL_SECONDS:
+                return self._failed(
+                    service, "deadline", f"not called: {max(left, 0) * 1000:.0f} ms left"
+                )
+            timeout = left
         breaker = self.breakers[service]
         permit = breaker.allow()
         if permit is None:
             SHORT_CIRCUITED.labels(service).inc()
             return BackendResult(service, error="circuit_open", detail=_why_skipped(breaker))
         try:
-            result = await self._call(service, *call_args)
+            result = await self._call(service, *call_args, timeout)
         except asyncio.CancelledError:
             # The caller went away: no verdict on the service, so a trial passes to the next.
             breaker.release(permit)
@@ -245,11 +265,12 @@ class Backends:
         except Exception:
             breaker.record(permit, ok=False, reason="error")
             raise
-        if result.ok or not result.others_available:
-            breaker.record(permit, ok=result.ok, reason=result.error or "")
-        else:
-            # One bad replica while others are in rotation: not a verdict on the service.
+        if result.error in NO_VERDICT or not (result.ok or not result.others_available):
+            # Load, the caller's deadline, or one bad replica while others are in rotation:
+            # not a verdict on the service.
             breaker.release(permit)
+        else:
+            breaker.record(permit, ok=result.ok, reason=result.error or "")
         return result
 
     async def _call(
@@ -260,21 +281,36 @@ class Backends:
         content: bytes | None,
         headers: dict,
         expect: AnswerCheck | None,
+        timeout: float,
     ) -> BackendResult:
         replicas = self.replicas[service]
         replica: Replica | None = None
         url: URL | str = self.services[service] + path
         started = time.perf_counter()
+        slots = self._slots[service]
+        if slots.locked():
+            try:
+                async with asyncio.timeout(timeout):
+                    await slots.acquire()
+            except TimeoutError:
+                return self._failed(
+                    service, "queued", f"not called: no free connection to {url} in {timeout:g}s"
+                )
+            timeout -= time.perf_counter() - started
+        else:
+            await slots.acquire()  # free: returns without suspending
+        # The service learns how long the caller will wait, and drops the work once late.
+        headers = {**headers, DEADLINE_HEADER: str(int(timeout * 1000))}
         try:
             # One hard deadline for the whole call, reading the body and the retry included:
             # a service that trickles bytes cannot hold the request longer.
-            async with asyncio.timeout(self.timeouts[service]):
+            async with asyncio.timeout(timeout):
                 await replicas.ready()
                 replica = replicas.pick()
                 url = replica.url(path)
                 first_try = self._first_try if len(replicas.replicas) > 1 else self._last_try
                 try:
-                    status, raw, header_length = await self._request(
+                    status, headers_in, raw = await self._request(
                         method, url, content, headers, first_try
                     )
                 except CONNECTION_FAILURES as error:
@@ -284,13 +320,16 @@ class Backends:
                     replicas.record(replica, ok=False, reason=f"{type(error).__name__}: {error}")
                     RETRIES.labels(service).inc()
                     replica, url = other, other.url(path)
-                    status, raw, header_length = await self._request(
+                    status, headers_in, raw = await self._request(
                         method, url, content, headers, self._last_try
                     )
-            if status != 200:
+            if status == 503 and "Retry-After" in headers_in:
+                result = self._failed(service, "overloaded", f"{url} refused: overloaded")
+            elif status != 200:
                 result = self._failed(service, "bad_status", f"HTTP {status} from {url}")
             else:
                 # A binary answer's JSON part is checked; its tensors' bytes are passed on.
+                header_length = headers_in.get(BINARY_HEADER)
                 body = orjson.loads(raw if header_length is None else raw[: int(header_length)])
                 body = body if expect is None else expect(body)
                 result = BackendResult(service, body=body, raw=raw, header_length=header_length)
@@ -299,14 +338,19 @@ class Backends:
             # The class and its message: the repr of aiohttp's errors spells out its pool keys.
             result = self._failed(service, "unreachable", f"{url}: {type(error).__name__}: {error}")
         except TimeoutError:
-            result = self._failed(
-                service, "timeout", f"no answer from {url} in {self.timeouts[service]}s"
-            )
+            if timeout < self.timeouts[service]:
+                # Cut short by the caller's deadline or by queueing, not the service's timeout.
+                result = self._failed(
+                    service, "deadline", f"the caller's deadline passed during the call to {url}"
+                )
+            else:
+                result = self._failed(service, "timeout", f"no answer from {url} in {timeout}s")
         except ValueError as error:  # not JSON, or not the answer `expect` wants
             result = self._failed(service, "bad_response", f"{url}: {error}")
         finally:
+            slots.release()
             self._latency[service].observe(time.perf_counter() - started)
-        if replica is None:
+        if replica is None or result.error in NO_VERDICT:
             return result
         replicas.record(replica, ok=result.ok, reason=result.error or "")
         return replace(result, others_available=replicas.others_available(replica))
@@ -318,17 +362,19 @@ class Backends:
         content: bytes | None,
         headers: dict,
         timeout: aiohttp.ClientTimeout,
-    ) -> tuple[int, bytes, str | None]:
-        """The status, the body and, for a binary tensor answer, its JSON part's length."""
+    ) -> tuple[int, Any, bytes]:
+        """The status, the headers and the body of one call."""
         async with self.session.request(
             method, url, data=content, headers=headers, timeout=timeout
         ) as response:
-            return response.status, await response.read(), response.headers.get(BINARY_HEADER)
+            return response.status, response.headers, await response.read()
 
     @staticmethod
     def _failed(service: str, reason: str, detail: str) -> BackendResult:
         BACKEND_FAILURES.labels(service, reason).inc()
-        logger.warning("backend %s failed (%s): %s", service, reason, detail)
+        # Load-shedding outcomes are counted, not logged one by one (admission logs the change).
+        level = logging.DEBUG if reason in NO_VERDICT else logging.WARNING
+        logger.log(level, "backend %s failed (%s): %s", service, reason, detail)
         return BackendResult(service, error=reason, detail=detail)
 
 

@@ -6,6 +6,7 @@ job, a stopped database, a `down`/`up`, and last `down -v`. Each test leaves the
 stack running as it found it.
 """
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.metrics import metric_value
 from tests.test_monitoring import dashboard_exprs
 from tooling.compose_project import BUILT_SERVICES, WARNING_LINE
 from tooling.processes import REPO_ROOT, clean_environment
@@ -215,6 +217,46 @@ def test_a_paused_class_service_degrades_the_answers_then_comes_back(project):
         "virginica back in the proxy's answers",
     )
     assert [entry["label"] for entry in back["predictions"]] == list(SAMPLES)
+
+
+SKIPPED = "proxy_backend_short_circuited_total"
+
+
+def test_an_overload_of_the_proxy_container_is_shed_without_opening_a_circuit(project):
+    """A short burst at c=400 from this process (no breakers opened, nothing degraded)."""
+    base = proxy_url(project)
+    row = {"data": [SAMPLES["virginica"]]}
+
+    async def burst(seconds: float = 4, concurrency: int = 400) -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=concurrency)
+        answers: list[httpx.Response] = []
+        async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
+            async def client_loop():
+                stop = time.monotonic() + seconds
+                while time.monotonic() < stop:
+                    answers.append(await client.post(base + "/predict/label", json=row))
+
+            await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+        return answers
+
+    # Earlier tests of the module pause a service on purpose: only what the burst adds counts.
+    opened_before = project.logs("proxy").count("-> open")
+    skipped_before = {s: metric_value(base, SKIPPED, service=s) for s in SAMPLES}
+    answers = asyncio.run(burst())
+    answered = [a for a in answers if a.status_code == 200]
+    refused = [a for a in answers if a.status_code == 503]
+    assert len(answered) + len(refused) == len(answers), {a.status_code for a in answers}
+    assert answered
+    assert all(a.json()["unavailable"] == [] for a in answered)
+    for response in refused:
+        assert response.json() == {"error": "proxy overloaded"}
+        assert response.headers["Retry-After"] == "1"
+    print(f"compose tier at c=400: {len(answered)} answered, {len(refused)} refused")
+    assert project.logs("proxy").count("-> open") == opened_before
+    for service in SAMPLES:
+        assert metric_value(base, "proxy_backend_circuit_state", service=service) == 0
+        assert metric_value(base, SKIPPED, service=service) == skipped_before[service]
 
 
 def test_the_job_killed_mid_pass_leaves_each_item_scored_exactly_once(project):

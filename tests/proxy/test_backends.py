@@ -70,3 +70,22 @@ def test_hard_dependencies_and_timeouts_are_kept_per_service():
     assert backends.timeouts == {"a": 2.0, "b": 0.5}
     assert backends.missing_required({"a"}) == ["b"]
     assert backends.missing_required({"a", "b"}) == []
+
+
+def test_calls_queued_behind_the_proxys_own_load_do_not_count_against_the_circuit():
+    async def scenario():
+        with stub_http_server(_SlowHandler) as url:
+            # One pooled connection: of three calls at once, one is sent, two wait for it.
+            async with create_session(max_connections=1, keepalive_seconds=5) as session:
+                backends = Backends(
+                    {"slow": url}, session, timeout=0.3, failure_threshold=2, cooldown=60
+                )
+                results = await asyncio.gather(
+                    *(backends.call_one("slow", "GET", "/health") for _ in range(3))
+                )
+                return sorted(result.error for result in results), backends.circuit("slow")
+
+    errors, circuit = asyncio.run(scenario())
+    assert errors == ["queued", "queued", "timeout"]
+    # Only the call that was sent and timed out counts: one failure, below the threshold.
+    assert circuit == "closed"

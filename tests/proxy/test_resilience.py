@@ -147,8 +147,9 @@ def test_a_service_answering_500_opens_its_circuit(processes, counting_backend):
 
 def test_half_open_lets_exactly_one_trial_through_under_concurrency(processes, counting_backend):
     handler, url = counting_backend
+    # Room for all fifty at once: this is about the breaker, not admission control.
     proxy = start_proxy_with_stub(
-        processes, url, BREAKER_FAILURE_THRESHOLD="2", BREAKER_COOLDOWN="1"
+        processes, url, BREAKER_FAILURE_THRESHOLD="2", BREAKER_COOLDOWN="1", MAX_IN_FLIGHT="64"
     )
     for _ in range(2):
         label(proxy.base_url)
