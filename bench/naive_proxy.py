@@ -20,7 +20,7 @@ async def predict_label(body: dict) -> dict:
     services = ProxySettings().services  # re-read per request, as the tutorial did
     async with httpx.AsyncClient() as client:  # new client, new connections, every time
         responses = await asyncio.gather(
-            *(client.post(f"{url}predict", json=body) for url in map(str, services.values()))
+            *(client.post(f"{urls[0]}predict", json=body) for urls in services.values())
         )
     scores = {
         name: response.json()["prediction"][0]
