@@ -16,3 +16,19 @@ def stub_http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+class JsonStubHandler(BaseHTTPRequestHandler):
+    """A stub backend's base: answers JSON bodies and keeps the test output quiet."""
+
+    def send_json(self, body: bytes, status: int = 200, headers: dict[str, str] | None = None):
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass

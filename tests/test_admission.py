@@ -9,18 +9,17 @@ import json
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
 
 from tests.metrics import metric_value
-from tests.stub_servers import stub_http_server
+from tests.stub_servers import JsonStubHandler, stub_http_server
 
 ROW = [6.5, 3.0, 5.5, 1.8]
 
 
-class _StubService(BaseHTTPRequestHandler):
+class _StubService(JsonStubHandler):
     """A class service stand-in: answers `status` after `delay` s, records deadline headers."""
 
     protocol_version = "HTTP/1.1"
@@ -36,16 +35,7 @@ class _StubService(BaseHTTPRequestHandler):
             self.deadlines.append(self.headers.get("X-Request-Timeout-Ms", ""))
         time.sleep(self.delay)
         body = json.dumps({"prediction": [0.9, 0.1], "predictions": [[0.9, 0.1]]}).encode()
-        self.send_response(self.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        if self.retry_after:
-            self.send_header("Retry-After", "1")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.send_json(body, self.status, {"Retry-After": "1"} if self.retry_after else None)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 
 from tests.bad_inputs import BAD_BODIES, BAD_BODY_IDS, JSON_HEADERS
 from tests.batch_support import wait_for_log
-from tests.stub_servers import stub_http_server
+from tests.stub_servers import JsonStubHandler, stub_http_server
 from tooling.processes import CLASSES
 
 SAMPLES = {
@@ -225,20 +225,13 @@ def test_unknown_routes_and_methods_answer_json(suite):
     assert wrong_method.status_code == 405 and wrong_method.json()["error"]
 
 
-class _WrongAnswerHandler(BaseHTTPRequestHandler):
+class _WrongAnswerHandler(JsonStubHandler):
     """A backend that answers 200 with JSON of the wrong shape."""
 
     def do_POST(self):  # noqa: N802 (the stdlib's naming)
         self.rfile.read(int(self.headers["Content-Length"]))
         body = b'{"unexpected": true}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.send_json(body)
 
 
 def test_a_service_answering_the_wrong_shape_counts_as_failed(processes):

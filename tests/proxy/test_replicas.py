@@ -9,31 +9,25 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 
 from src.proxy.backends import Backends, create_session
 from src.proxy.breaker import CircuitState
+from tests.stub_servers import JsonStubHandler
 
 REPLICA_HOSTS = ("127.0.0.2", "127.0.0.3")
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonStubHandler):
     """Answers every GET with 200 and the address it was reached on."""
 
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):  # noqa: N802 (the stdlib's naming)
         body = json.dumps({"replica": self.server.server_address[0]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.send_json(body)
 
 
 def _port_free_on_both() -> int:

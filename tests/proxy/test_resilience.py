@@ -8,13 +8,12 @@ import json
 import signal
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
 
 from tests.metrics import metric_value
-from tests.stub_servers import stub_http_server
+from tests.stub_servers import JsonStubHandler, stub_http_server
 from tooling.processes import CLASSES, start_horizontal_suite
 
 ROW = [6.5, 3.0, 5.5, 1.8]
@@ -94,7 +93,7 @@ def test_a_frozen_service_is_skipped_after_n_timeouts_and_back_after_the_cooldow
     assert "circuit of setosa" not in log
 
 
-class _CountingHandler(BaseHTTPRequestHandler):
+class _CountingHandler(JsonStubHandler):
     """A class service stand-in: answers `status` (500 at first), after `delay` seconds."""
 
     protocol_version = "HTTP/1.1"
@@ -109,14 +108,7 @@ class _CountingHandler(BaseHTTPRequestHandler):
             type(self).requests += 1
         time.sleep(self.delay)
         body = json.dumps({"prediction": [0.9, 0.1], "predictions": [[0.9, 0.1]]}).encode()
-        self.send_response(self.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.send_json(body, self.status)
 
 
 @pytest.fixture
