@@ -1,7 +1,7 @@
 """Request bodies of rows checked, and answers written, without a Python object per number.
 
-Every process that takes `{"data": [[f, f, f, f], ...]}` (proxy, class services, batch
-API) reads it here: a valid body is checked by orjson and numpy; a body that fails the
+Every process that takes `{"data": [[f, ..., f], ...]}` (proxy, class services, batch
+API) reads it here, with the width of the model it serves (`RowSpec`): a valid body is checked by orjson and numpy; a body that fails the
 check gets the schema's own answer (src/schemas.py), word for word, from the same
 fallback everywhere. Answers are written by orjson straight from numpy arrays.
 """
@@ -18,13 +18,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from src.schemas import N_FEATURES, PredictRequest
+from src.schemas import RowSpec, request_model
 from src.settings import CommonSettings
-from src.web import checked_row_limit, get_settings
+from src.web import PREDICT_REQUEST, checked_row_limit, get_row_spec, get_settings
 
 
 def finite_rows(
-    values: Any, rows: int, n_features: int = N_FEATURES, *, strings_ruled_out: bool = False
+    values: Any, rows: int, n_features: int, *, strings_ruled_out: bool = False
 ) -> np.ndarray | None:
     """`values` (a list of `rows` rows, or flat) as a (rows, n_features) float64 array of
     finite numbers; None when it is anything else, or might hold a string or a boolean.
@@ -51,10 +51,10 @@ def may_hold_booleans(raw: bytes) -> bool:
     return b"true" in raw or b"false" in raw
 
 
-def valid_rows(raw: bytes, max_rows: int, n_features: int = N_FEATURES) -> np.ndarray | None:
+def valid_rows(raw: bytes, max_rows: int, n_features: int) -> np.ndarray | None:
     """The rows when `raw` is a valid request body by the schema's rule, else None.
 
-    The rule of PredictRequest + MAX_ROWS (src/schemas.py), checked by orjson and numpy
+    The rule of `request_model` + MAX_ROWS (src/schemas.py), checked by orjson and numpy
     rather than one Python object per number: several times cheaper on 10,000 rows. None
     means "let the schema decide and say why" (`rows_body`); tests/test_bodies.py checks
     that this never accepts a body the schema rejects.
@@ -82,17 +82,19 @@ class RowsBody:
 
 
 async def rows_body(
-    request: Request, settings: Annotated[CommonSettings, Depends(get_settings)]
+    request: Request,
+    settings: Annotated[CommonSettings, Depends(get_settings)],
+    spec: Annotated[RowSpec, Depends(get_row_spec)],
 ) -> RowsBody:
     """The body, validated: the fast check, else FastAPI's parse and the schema's errors."""
     raw = await request.body()
     max_rows = settings.max_rows
     json_body = is_json(request.headers.get("content-type"))
-    if json_body and (rows := valid_rows(raw, max_rows)) is not None:
+    if json_body and (rows := valid_rows(raw, max_rows, spec.n_features)) is not None:
         return RowsBody(raw, rows)
     body = parsed_like_fastapi(raw, json_body)
     try:
-        request_body = PredictRequest.model_validate(body, from_attributes=True)
+        request_body = request_model(spec).model_validate(body, from_attributes=True)
     except ValidationError as error:
         raise RequestValidationError(
             [{**problem, "loc": ("body", *problem["loc"])} for problem in error.errors()]
@@ -151,8 +153,9 @@ ValidRowsBody = Annotated[RowsBody, Depends(rows_body)]
 
 
 def rows_body_openapi() -> dict:
-    """`openapi_extra` of a route that takes ValidRowsBody: its body is a PredictRequest."""
-    schema = PredictRequest.model_json_schema()
+    """`openapi_extra` of a route that takes ValidRowsBody: its body is a PredictRequest, of
+    the app's width (web.create_app puts that schema into the document)."""
+    schema = {"$ref": f"#/components/schemas/{PREDICT_REQUEST}"}
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 

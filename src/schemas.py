@@ -1,34 +1,80 @@
 """Request and response schemas, and the one rule input rows must follow.
 
-Every process (proxy, class services, batch API) takes `{"data": [[f, f, f, f], ...]}`
-and applies the same rule: 1..MAX_ROWS rows of exactly 4 finite numbers (`PredictRequest`
-and `row_limit_error`). Valid bodies are checked faster, by the same rule,
+Every process (proxy, class services, batch API) takes `{"data": [[f, ..., f], ...]}`
+and applies the same rule: 1..MAX_ROWS rows of exactly F finite numbers, F being the
+width of the model served (`request_model` and `row_limit_error`). Valid bodies are checked faster, by the same rule,
 in src/bodies.py.
 """
 
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Annotated
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
-N_FEATURES = 4
-SAMPLE_ROW = [5.1, 3.5, 1.4, 0.2]
-
 # Strict: "5.1" and true are rejected instead of being coerced (ints are fine); NaN and ±Infinity
 # (which Python's JSON parser accepts) are rejected by allow_inf_nan=False.
 FiniteNumber = Annotated[float, Strict(), Field(allow_inf_nan=False)]
-FeatureRow = Annotated[list[FiniteNumber], Field(min_length=N_FEATURES, max_length=N_FEATURES)]
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """What one request row is for the model a process serves: its width and an example.
+
+    Read from the model file (src/ml/predictor.py), or by the proxy from its services.
+    """
+
+    n_features: int
+    sample: tuple[float, ...]
+
+    @classmethod
+    def of_width(cls, n_features: int, sample: list[float] | None = None) -> "RowSpec":
+        """The spec of a model taking `n_features` numbers; zeros when no sample is known."""
+        if sample is not None and len(sample) != n_features:
+            raise ValueError(
+                f"the sample row has {len(sample)} numbers, the model takes {n_features}"
+            )
+        return cls(n_features, tuple(float(value) for value in sample or [0.0] * n_features))
+
+    @property
+    def description(self) -> str:
+        return f"rows of {self.n_features} numbers"
+
+    @property
+    def structure(self) -> str:
+        """The shape of a request's rows as /metadata says it."""
+        return f"(N, {self.n_features})"
 
 
 class PredictRequest(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"data": [SAMPLE_ROW]}]}
-    )
+    """`{"data": [[...], ...]}`; `request_model` gives the class for one model's width."""
 
-    data: list[FeatureRow] = Field(min_length=1, description="rows of 4 iris measurements")
+    model_config = ConfigDict(extra="forbid")
+
+    data: list[list[FiniteNumber]]
 
     def as_array(self) -> np.ndarray:
         return np.asarray(self.data, dtype=np.float32)
+
+
+@lru_cache
+def request_model(spec: RowSpec) -> type[PredictRequest]:
+    """The request schema of a model taking rows of `spec.n_features` numbers."""
+    row = Annotated[
+        list[FiniteNumber], Field(min_length=spec.n_features, max_length=spec.n_features)
+    ]
+
+    class SizedPredictRequest(PredictRequest):
+        __doc__ = f"1..MAX_ROWS {spec.description}."
+        model_config = ConfigDict(
+            title="PredictRequest",
+            json_schema_extra={"examples": [{"data": [list(spec.sample)]}]},
+        )
+
+        data: list[row] = Field(min_length=1, description=spec.description)
+
+    return SizedPredictRequest
 
 
 def row_limit_error(rows: int, max_rows: int) -> str | None:

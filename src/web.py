@@ -6,10 +6,10 @@ hands them to its `create_app(settings)`, which builds on `create_app` here.
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -19,10 +19,12 @@ from src.admission import AdmissionGate, AdmissionMiddleware, BodyLimitMiddlewar
 from src.connections import GuardedHttpToolsProtocol
 from src.docs_pages import add_offline_docs
 from src.observability import RequestContextMiddleware, request_id_var
-from src.schemas import ErrorResponse, PredictRequest, row_limit_error
+from src.schemas import ErrorResponse, PredictRequest, RowSpec, request_model, row_limit_error
 from src.settings import CommonSettings
 
 logger = logging.getLogger(__name__)
+# The component the routes that take rows refer to (src/bodies.py rows_body_openapi).
+PREDICT_REQUEST = "PredictRequest"
 # A 10,000-row request of strings would otherwise list 40,000 errors.
 MAX_LISTED_ERRORS = 20
 
@@ -111,11 +113,17 @@ async def _metrics() -> Response:
 
 
 def create_app(
-    title: str, settings: CommonSettings, lifespan: Callable | None = None, description: str = ""
+    title: str,
+    settings: CommonSettings,
+    lifespan: Callable | None = None,
+    description: str = "",
+    row_spec: RowSpec | None = None,
 ) -> FastAPI:
     """A FastAPI app with the suite's error handlers, request middleware, /metrics and docs.
 
     `settings` is the process's one settings object, which routes reach by `get_settings`.
+    `row_spec` is the width of the model's rows (`get_row_spec`); a process that learns it
+    later (the proxy, from its services) sets `app.state.row_spec` in its lifespan.
     """
     app = FastAPI(
         title=title,
@@ -126,6 +134,8 @@ def create_app(
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.row_spec = row_spec
+    app.openapi = _with_request_schema(app)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
@@ -147,9 +157,31 @@ def create_app(
     return app
 
 
+def _with_request_schema(app: FastAPI) -> Callable[[], dict]:
+    """app.openapi with the PredictRequest of the app's row width among its components."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        schema = build()
+        if app.state.row_spec is not None:
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components[PREDICT_REQUEST] = request_model(app.state.row_spec).model_json_schema()
+        return schema
+
+    return openapi
+
+
 async def get_settings(request: Request) -> CommonSettings:
     """The settings the process's app was created with (each process narrows the type)."""
     return request.app.state.settings
+
+
+async def get_row_spec(request: Request) -> RowSpec:
+    """The width and example row of the model the process serves."""
+    return request.app.state.row_spec
+
+
+RowSpecDep = Annotated[RowSpec, Depends(get_row_spec)]
 
 
 def checked_row_limit(body: PredictRequest, max_rows: int) -> PredictRequest:

@@ -1,7 +1,10 @@
-"""Train the iris models from scikit-learn's bundled data and export them to ONNX.
+"""Train a model set from one of scikit-learn's bundled datasets and export it to ONNX.
 
-Run with `python -m src.ml.train` (or `make models`). Fixed seeds make the output
-deterministic, so the committed files can be re-created and compared at will.
+A model set: one multiclass model (the batch job's), one binary model per class (the
+class services'), the class names (`label.json`) and an example row (`sample.json`).
+Run with `python -m src.ml.train [--dataset wine]` (or `make models` for iris). Fixed
+seeds make the output deterministic, so the committed files can be re-created and
+compared at will.
 """
 
 import argparse
@@ -13,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from skl2onnx import to_onnx
 from sklearn.calibration import CalibratedClassifierCV
-from sklearn.datasets import load_iris
+from sklearn import datasets
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -21,20 +24,33 @@ from sklearn.svm import SVC
 
 logger = logging.getLogger(__name__)
 
+from src.ml.predictor import SAMPLE_FILE
+
 SEED = 42
-CLASS_NAMES = ("setosa", "versicolor", "virginica")
-MULTICLASS_MODEL = "iris_svc.onnx"
+# scikit-learn's bundled classification sets (no download): name -> loader.
+DATASETS = {
+    "iris": datasets.load_iris,
+    "wine": datasets.load_wine,
+    "breast_cancer": datasets.load_breast_cancer,
+    "digits": datasets.load_digits,
+}
+DEFAULT_DATASET = "iris"
 LABEL_FILE = "label.json"
 
 
-def binary_model_filename(class_name: str) -> str:
-    return f"iris_svc_0_{class_name}.onnx"
+def multiclass_model_filename(dataset: str = DEFAULT_DATASET) -> str:
+    return f"{dataset}_svc.onnx"
 
 
-def load_data() -> tuple[np.ndarray, np.ndarray]:
-    """The bundled iris data (150 rows, no download), features as float32."""
-    iris = load_iris()
-    return iris.data.astype(np.float32), iris.target
+def binary_model_filename(class_name: str, dataset: str = DEFAULT_DATASET) -> str:
+    return f"{dataset}_svc_0_{class_name}.onnx"
+
+
+def load_data(dataset: str = DEFAULT_DATASET) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A bundled dataset: features as float32, the targets, and the class names."""
+    bunch = DATASETS[dataset]()
+    class_names = [str(name) for name in bunch.target_names]
+    return bunch.data.astype(np.float32), bunch.target, class_names
 
 
 def make_classifier() -> Pipeline:
@@ -73,32 +89,41 @@ def export(classifier: Pipeline, sample: np.ndarray, path: Path) -> None:
     path.write_bytes(onnx_model.SerializeToString())
 
 
-def train_all(output_dir: Path) -> dict[str, float]:
-    """Train every model on all of iris, export it; return each one's cross-validated accuracy."""
+def train_all(output_dir: Path, dataset: str = DEFAULT_DATASET) -> dict[str, float]:
+    """Train a dataset's model set on all its rows and export it; return each model's
+    cross-validated accuracy."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    features, target = load_data()
+    features, target, class_names = load_data(dataset)
     accuracies = {"multiclass": cross_validated_accuracy(features, target)}
-    export(make_classifier().fit(features, target), features, output_dir / MULTICLASS_MODEL)
+    export(
+        make_classifier().fit(features, target),
+        features,
+        output_dir / multiclass_model_filename(dataset),
+    )
 
-    for index, class_name in enumerate(CLASS_NAMES):
+    for index, class_name in enumerate(class_names):
         # Label 0 is "this class", so column 0 of the probabilities is P(this class)
         # and column 1 is P(not this class), the order the services promise.
         binary_target = (target != index).astype(np.int64)
         accuracies[class_name] = cross_validated_accuracy(features, binary_target)
         binary = make_classifier().fit(features, binary_target)
-        export(binary, features, output_dir / binary_model_filename(class_name))
+        export(binary, features, output_dir / binary_model_filename(class_name, dataset))
 
-    labels = {str(index): name for index, name in enumerate(CLASS_NAMES)}
+    labels = {str(index): name for index, name in enumerate(class_names)}
     (output_dir / LABEL_FILE).write_text(json.dumps(labels, indent=2) + "\n")
+    # The first row, each number as its shortest float32 spelling: every process's example.
+    sample = [float(str(value)) for value in features[0]]
+    (output_dir / SAMPLE_FILE).write_text(json.dumps(sample) + "\n")
     return accuracies
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--output-dir", type=Path, default=Path("models"))
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default=DEFAULT_DATASET)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for name, accuracy in train_all(args.output_dir).items():
+    for name, accuracy in train_all(args.output_dir, args.dataset).items():
         logger.info("%s: 5-fold cross-validated accuracy %.3f", name, accuracy)
     logger.info("models written to %s", args.output_dir)
 

@@ -29,9 +29,9 @@ from src.oip.schemas import (
     checked_input,
     feature_rows,
 )
-from src.schemas import N_FEATURES
+from src.schemas import RowSpec
 from src.settings import CommonSettings
-from src.web import get_settings
+from src.web import get_row_spec, get_settings
 
 BINARY_SIZE = "binary_data_size"
 BINARY_CONTENT_TYPE = "application/octet-stream"
@@ -60,17 +60,17 @@ def read_inference(
     header_length: str | None,
     content_type: str | None,
     max_rows: int,
-    n_features: int = N_FEATURES,
+    spec: RowSpec,
 ) -> Inference:
     """The request in `raw`; TensorError (a 400) or RequestValidationError when it is not valid."""
     if header_length is not None:
-        return _binary(raw, header_length, max_rows, n_features)
+        return _binary(raw, header_length, max_rows, spec)
     # As FastAPI reads a body without Content-Type on these routes: as JSON.
     json_body = content_type is None or is_json(content_type)
-    if json_body and (inference := _fast_json(raw, max_rows, n_features)) is not None:
+    if json_body and (inference := _fast_json(raw, max_rows, spec.n_features)) is not None:
         return inference
     request = _validated(parsed_like_fastapi(raw, json_body))
-    rows = np.asarray(feature_rows(request, max_rows), dtype=np.float64)
+    rows = np.asarray(feature_rows(request, max_rows, spec), dtype=np.float64)
     return Inference(request, rows, raw)
 
 
@@ -104,7 +104,7 @@ def _fast_json(raw: bytes, max_rows: int, n_features: int) -> Inference | None:
         request = InferenceRequest.model_validate({**body, "inputs": [{**inputs[0], "data": []}]})
     except ValidationError:
         return None
-    tensor = checked_input(request, max_rows)  # the schema's own messages for these
+    tensor = checked_input(request, max_rows, n_features)  # the schema's own messages
     rows = finite_rows(data, tensor.shape[0], n_features)
     # Numbers only by now (strings and nulls were declined), so a boolean is a literal.
     if rows is None or (may_hold_booleans(raw) and may_hold_booleans(orjson.dumps(data))):
@@ -112,7 +112,7 @@ def _fast_json(raw: bytes, max_rows: int, n_features: int) -> Inference | None:
     return Inference(request, rows, raw)
 
 
-def _binary(raw: bytes, header_length: str, max_rows: int, n_features: int) -> Inference:
+def _binary(raw: bytes, header_length: str, max_rows: int, spec: RowSpec) -> Inference:
     """A request in the binary tensor data extension: JSON header, then the inputs' bytes."""
     if not header_length.isdigit() or not 0 < int(header_length) <= len(raw):
         raise TensorError(
@@ -150,13 +150,13 @@ def _binary(raw: bytes, header_length: str, max_rows: int, n_features: int) -> I
             f"the inputs' {BINARY_SIZE} add up to {offset - length}"
         )
     request = _validated(header)
-    tensor = checked_input(request, max_rows)
+    tensor = checked_input(request, max_rows, spec.n_features)
     if 0 not in buffers:  # the input came as JSON values inside the header
-        rows = finite_rows(tensor.data, tensor.shape[0], n_features)
+        rows = finite_rows(tensor.data, tensor.shape[0], spec.n_features)
         if rows is None or may_hold_booleans(orjson.dumps(tensor.data)):
-            rows = np.asarray(feature_rows(request, max_rows), dtype=np.float64)
+            rows = np.asarray(feature_rows(request, max_rows, spec), dtype=np.float64)
         return Inference(request, rows, raw, header_length)
-    rows = _fp32_rows(buffers[0], tensor.shape[0], n_features)
+    rows = _fp32_rows(buffers[0], tensor.shape[0], spec.n_features)
     return Inference(request, rows, raw, header_length)
 
 
@@ -177,7 +177,9 @@ def _fp32_rows(buffer: bytes, rows: int, n_features: int) -> np.ndarray:
 
 
 async def inference_body(
-    request: Request, settings: Annotated[CommonSettings, Depends(get_settings)]
+    request: Request,
+    settings: Annotated[CommonSettings, Depends(get_settings)],
+    spec: Annotated[RowSpec, Depends(get_row_spec)],
 ) -> Inference:
     raw = await request.body()
     try:
@@ -186,6 +188,7 @@ async def inference_body(
             request.headers.get(BINARY_HEADER),
             request.headers.get("content-type"),
             settings.max_rows,
+            spec,
         )
     except TensorError as error:
         raise HTTPException(status_code=400, detail=str(error)) from None

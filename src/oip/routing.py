@@ -8,7 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute, iter_route_contexts
 
-from src.oip.schemas import InferenceRequest, ServerLive, ServerMetadata
+from src.oip.schemas import InferenceRequest, ServerLive, ServerMetadata, example_request
 from src.web import error_responses, validation_error_response
 
 
@@ -54,6 +54,8 @@ def _drop_oip_422s(app: FastAPI) -> Callable[[], dict]:
             ref_template="#/components/schemas/{model}"
         )
         schemas.update(request_schema.pop("$defs", {}))
+        if app.state.row_spec is not None:
+            request_schema["examples"] = [example_request(app.state.row_spec)]
         schemas["InferenceRequest"] = request_schema
         if "#/components/schemas/HTTPValidationError" not in json.dumps(schema["paths"]):
             schemas.pop("HTTPValidationError", None)

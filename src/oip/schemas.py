@@ -1,8 +1,8 @@
 """The Open Inference Protocol v2 (KServe's v2 REST protocol): its JSON shapes and tensor rule.
 
-The suite's models take one FP32 tensor named `input` of shape [-1, 4]; its rows go
-through the same rule as `{"data": ...}` (src/schemas.py), so both surfaces reject the same
-inputs. Requests are read, and answers written, in src/oip/inference.py (JSON tensors and
+The suite's models take one FP32 tensor named `input` of shape [-1, F], F being the
+model's width; its rows go through the same rule as `{"data": ...}` (src/schemas.py), so
+both surfaces reject the same inputs. Requests are read, and answers written, in src/oip/inference.py (JSON tensors and
 the binary tensor data extension).
 """
 
@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from src.schemas import N_FEATURES, SAMPLE_ROW, PredictRequest, row_limit_error
+from src.schemas import RowSpec, request_model, row_limit_error
 
 INPUT_NAME = "input"
 FP32 = "FP32"
@@ -29,7 +29,20 @@ class TensorMetadata(BaseModel):
     shape: list[int] = Field(description="-1 for a dimension of any size")
 
 
-INPUT_METADATA = TensorMetadata(name=INPUT_NAME, datatype=FP32, shape=[-1, N_FEATURES])
+def input_metadata(spec: RowSpec) -> TensorMetadata:
+    return TensorMetadata(name=INPUT_NAME, datatype=FP32, shape=[-1, spec.n_features])
+
+
+def example_request(spec: RowSpec) -> dict:
+    """An inference request of the spec's example row (the OpenAPI document's example)."""
+    shape = [1, spec.n_features]
+    return {
+        "inputs": [
+            {"name": INPUT_NAME, "shape": shape, "datatype": FP32, "data": list(spec.sample)}
+        ]
+    }
+
+
 # A class service's model: [P(class), P(not class)] per row.
 CLASS_OUTPUT_METADATA = TensorMetadata(name="probabilities", datatype=FP32, shape=[-1, 2])
 
@@ -75,18 +88,7 @@ class RequestOutput(BaseModel):
 
 
 class InferenceRequest(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "inputs": [
-                        {"name": INPUT_NAME, "shape": [1, 4], "datatype": FP32, "data": SAMPLE_ROW}
-                    ]
-                }
-            ]
-        }
-    )
-
+    # Its example, of the model's width, is added to each app's document (src/oip/routing.py).
     id: str | None = None
     parameters: dict[str, Any] | None = None
     inputs: list[RequestInput]
@@ -113,25 +115,26 @@ class InferenceResponse(BaseModel):
     outputs: list[ResponseOutput]
 
 
-def feature_rows(request: InferenceRequest, max_rows: int) -> list[list[float]]:
-    """The request's rows of 4 finite numbers, or TensorError naming what is wrong."""
-    tensor = checked_input(request, max_rows)
+def feature_rows(request: InferenceRequest, max_rows: int, spec: RowSpec) -> list[list[float]]:
+    """The request's rows of F finite numbers, or TensorError naming what is wrong."""
+    tensor = checked_input(request, max_rows, spec.n_features)
     rows = tensor.shape[0]
     data = tensor.data
-    if len(data) == rows * N_FEATURES and not any(isinstance(value, list) for value in data):
-        data = [data[start : start + N_FEATURES] for start in range(0, len(data), N_FEATURES)]
+    width = spec.n_features
+    if len(data) == rows * width and not any(isinstance(value, list) for value in data):
+        data = [data[start : start + width] for start in range(0, len(data), width)]
     elif len(data) != rows:
         raise TensorError(
-            f"input {INPUT_NAME!r}: shape {tensor.shape} needs {rows * N_FEATURES} values "
+            f"input {INPUT_NAME!r}: shape {tensor.shape} needs {rows * width} values "
             f"(flat) or {rows} rows (nested), got {len(data)} items"
         )
     try:
-        return PredictRequest(data=data).data
+        return request_model(spec)(data=data).data
     except ValidationError as error:
         raise TensorError(f"input {INPUT_NAME!r}: {_describe(error)}") from None
 
 
-def checked_input(request: InferenceRequest, max_rows: int) -> RequestInput:
+def checked_input(request: InferenceRequest, max_rows: int, n_features: int) -> RequestInput:
     """The request's one input once its name, datatype, shape and row count are checked.
 
     Everything but its values, which `feature_rows` (or the fast path) checks next.
@@ -142,9 +145,9 @@ def checked_input(request: InferenceRequest, max_rows: int) -> RequestInput:
     (tensor,) = request.inputs
     if tensor.datatype != FP32:
         raise TensorError(f"input {INPUT_NAME!r}: datatype must be {FP32}, got {tensor.datatype!r}")
-    if len(tensor.shape) != 2 or tensor.shape[1] != N_FEATURES or tensor.shape[0] < 1:
+    if len(tensor.shape) != 2 or tensor.shape[1] != n_features or tensor.shape[0] < 1:
         raise TensorError(
-            f"input {INPUT_NAME!r}: shape must be [rows, {N_FEATURES}] with rows >= 1, "
+            f"input {INPUT_NAME!r}: shape must be [rows, {n_features}] with rows >= 1, "
             f"got {tensor.shape}"
         )
     if problem := row_limit_error(tensor.shape[0], max_rows):

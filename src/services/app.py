@@ -10,19 +10,29 @@ from src import web
 from src.bodies import ValidRowsBody, json_response, rows_body_openapi
 from src.ml.predictor import Predictor
 from src.oip.routing import include_oip_router
-from src.schemas import SAMPLE_ROW, BinaryPrediction, HealthResponse
+from src.schemas import BinaryPrediction, HealthResponse, RowSpec
 from src.services import v2
 from src.services.dependencies import PredictorDep, SettingsDep
 from src.settings import ServiceSettings
-from src.web import BODY_ERRORS
+from src.web import BODY_ERRORS, RowSpecDep
 
 
-def create_app(settings: ServiceSettings, predictor: Predictor) -> FastAPI:
-    """A class service's app around its loaded model (nothing to open or close per process)."""
+def create_app(
+    settings: ServiceSettings, predictor: Predictor, row_spec: RowSpec | None = None
+) -> FastAPI:
+    """A class service's app around its loaded model (nothing to open or close per process).
+
+    `row_spec`: the model's width with the model set's example row; zeros when omitted.
+    """
+    row_spec = row_spec or RowSpec.of_width(predictor.n_features)
     app = web.create_app(
-        "iris class service",
+        f"class service: {settings.mode}",
         settings,
-        description="A binary classifier: [P(this class), P(not this class)] per row.",
+        description=(
+            f"A binary classifier of {row_spec.description}: "
+            f"[P({settings.mode}), P(not {settings.mode})] per row."
+        ),
+        row_spec=row_spec,
     )
     app.state.predictor = predictor
     app.include_router(router)
@@ -31,7 +41,6 @@ def create_app(settings: ServiceSettings, predictor: Predictor) -> FastAPI:
 
 
 router = APIRouter()
-SAMPLE_ROWS = np.array([SAMPLE_ROW], dtype=np.float32)
 
 
 def _binary_prediction(predictor: Predictor, rows):
@@ -47,13 +56,13 @@ async def health() -> HealthResponse:
 
 
 @router.get("/metadata")
-async def metadata(settings: SettingsDep, predictor: PredictorDep) -> dict:
+async def metadata(settings: SettingsDep, predictor: PredictorDep, row_spec: RowSpecDep) -> dict:
     return {
         "mode": settings.mode,
         "model_filepath": str(predictor.model_path),
         "data_type": "float32",
-        "data_structure": "(N, 4)",
-        "data_sample": [SAMPLE_ROW],
+        "data_structure": row_spec.structure,
+        "data_sample": [row_spec.sample],
         "prediction_type": "float32",
         "prediction_structure": "(N, 2): [P(mode), P(not mode)]",
         "max_rows": settings.max_rows,
@@ -61,8 +70,8 @@ async def metadata(settings: SettingsDep, predictor: PredictorDep) -> dict:
 
 
 @router.get("/predict/test", response_model=BinaryPrediction)
-async def predict_test(predictor: PredictorDep):
-    return _binary_prediction(predictor, SAMPLE_ROWS)
+async def predict_test(predictor: PredictorDep, row_spec: RowSpecDep):
+    return _binary_prediction(predictor, np.array([row_spec.sample]))
 
 
 @router.post(

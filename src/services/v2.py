@@ -1,6 +1,6 @@
 """A class service's Open Inference Protocol v2 routes: one model, named after MODE.
 
-The model takes `input` FP32 [-1, 4] and answers `probabilities` FP32 [-1, 2] =
+The model takes `input` FP32 [-1, F] (F: the model's width) and answers `probabilities` FP32 [-1, 2] =
 [P(class), P(not class)] per row, the same numbers as POST /predict.
 """
 
@@ -10,18 +10,19 @@ from src.oip.inference import InferenceBody, inference_openapi, inference_respon
 from src.oip.routing import BAD_TENSOR, UNKNOWN_MODEL, oip_router
 from src.oip.schemas import (
     CLASS_OUTPUT_METADATA,
-    INPUT_METADATA,
     InferenceResponse,
     ModelMetadata,
     ModelReady,
     ServerReady,
     TensorError,
+    input_metadata,
     selected_outputs,
 )
 from src.services.dependencies import PredictorDep, SettingsDep
+from src.web import RowSpecDep
 
 OUTPUT_NAME = CLASS_OUTPUT_METADATA.name
-SERVER_NAME = "iris-class-service"
+SERVER_NAME = "class-service"
 router = oip_router(SERVER_NAME)
 
 
@@ -49,11 +50,11 @@ async def ready(predictor: PredictorDep) -> ServerReady:
     responses=UNKNOWN_MODEL,
     dependencies=KNOWN_MODEL,
 )
-async def model_metadata(settings: SettingsDep) -> ModelMetadata:
+async def model_metadata(settings: SettingsDep, row_spec: RowSpecDep) -> ModelMetadata:
     return ModelMetadata(
         name=settings.mode,
         platform="onnxruntime_onnx",
-        inputs=[INPUT_METADATA],
+        inputs=[input_metadata(row_spec)],
         outputs=[CLASS_OUTPUT_METADATA],
     )
 
