@@ -2,8 +2,8 @@
 
 Every process (proxy, class services, batch API) takes `{"data": [[f, ..., f], ...]}`
 and applies the same rule: 1..MAX_ROWS rows of exactly F finite numbers, F being the
-width of the model served (`request_model` and `row_limit_error`). Valid bodies are checked faster, by the same rule,
-in src/bodies.py.
+width of the model served (`request_model` and `row_limit_error`). Valid bodies are
+checked faster, by the same rule, in src/bodies.py.
 """
 
 from dataclasses import dataclass

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import numpy as np
 from skl2onnx import to_onnx
-from sklearn.calibration import CalibratedClassifierCV
 from sklearn import datasets
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-logger = logging.getLogger(__name__)
-
 from src.ml.predictor import SAMPLE_FILE
+
+logger = logging.getLogger(__name__)
 
 SEED = 42
 # scikit-learn's bundled classification sets (no download): name -> loader.

@@ -2,13 +2,13 @@
 
 The suite's models take one FP32 tensor named `input` of shape [-1, F], F being the
 model's width; its rows go through the same rule as `{"data": ...}` (src/schemas.py), so
-both surfaces reject the same inputs. Requests are read, and answers written, in src/oip/inference.py (JSON tensors and
-the binary tensor data extension).
+both surfaces reject the same inputs. Requests are read, and answers written, in
+src/oip/inference.py (JSON tensors and the binary tensor data extension).
 """
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, Field, StrictInt, ValidationError
 
 from src.schemas import RowSpec, request_model, row_limit_error
 

@@ -1,7 +1,7 @@
 """A class service's Open Inference Protocol v2 routes: one model, named after MODE.
 
-The model takes `input` FP32 [-1, F] (F: the model's width) and answers `probabilities` FP32 [-1, 2] =
-[P(class), P(not class)] per row, the same numbers as POST /predict.
+The model takes `input` FP32 [-1, F] (F: the model's width) and answers `probabilities`
+FP32 [-1, 2] = [P(class), P(not class)] per row, the same numbers as POST /predict.
 """
 
 from fastapi import Depends, HTTPException
