@@ -3,7 +3,8 @@
 Every process that takes `{"data": [[f, ..., f], ...]}` (proxy, class services, batch
 API) reads it here, at the width of the model it serves (`RowSpec`): a valid body is
 checked by orjson and numpy; a body that fails the check gets the schema's own answer
-(src/schemas.py), word for word, from the same fallback everywhere. Answers are written by orjson straight from numpy arrays.
+(src/schemas.py), word for word, from the same fallback everywhere. Answers are written
+by orjson straight from numpy arrays.
 """
 
 import email.message
