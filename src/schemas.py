@@ -120,6 +120,13 @@ class HealthResponse(BaseModel):
     health: str = "ok"
 
 
+class ServiceHealth(HealthResponse):
+    """A class service's health, with what the proxy's /health/all compares: the row width."""
+
+    model: str = Field(description="the model served (MODE)")
+    features: int = Field(description="numbers per row the model takes")
+
+
 class BinaryPrediction(BaseModel):
     """A class service's answer: `[P(class), P(not class)]` for the first row and for all."""
 

@@ -131,6 +131,12 @@ class ProxySettings(CommonSettings):
     breaker_cooldown: float = Field(
         5.0, gt=0, description="seconds an open circuit skips its service before one trial call"
     )
+    # The proxy learns its row width from its services' model metadata before it serves.
+    services_wait: float = Field(
+        60, gt=0, description="seconds to wait at start-up for a service to tell its input"
+    )
+    # The OIP model that fans out to every class service (src/proxy/v2.py).
+    ensemble_name: str = Field("iris", min_length=1)
     # Comma-separated service names that must answer; empty (the default): all are soft.
     hard_dependencies: Annotated[tuple[str, ...], NoDecode] = ()
 

@@ -1,5 +1,11 @@
 """Bad request bodies every endpoint that takes rows must reject with 422 (shared by tests)."""
 
+from src.schemas import RowSpec, request_model
+
+# The committed iris models' rows, which the unit tests of the schema and body checks use.
+IRIS_ROWS = RowSpec.of_width(4, [5.1, 3.5, 1.4, 0.2])
+IrisRequest = request_model(IRIS_ROWS)
+
 # (case id, JSON text, a fragment the 422 body must contain to name the problem)
 BAD_BODIES = [
     ("missing-data", '{"rows": [[1, 2, 3, 4]]}', "Field required"),

@@ -2,6 +2,7 @@
 
 import pytest
 
+from src.ml.train import train_all
 from tests.batch_support import sqlite_starter
 from tooling.processes import ProcessStarter, start_horizontal_suite
 
@@ -33,3 +34,11 @@ def sqlite_api(tmp_path_factory):
     """`python -m src.api` on a migrated SQLite file, shared by a module."""
     with sqlite_starter(tmp_path_factory.mktemp("sqlite-api")) as (url, starter):
         yield starter.start_http("api", ["src.api"], {"DATABASE_URL": url})
+
+
+@pytest.fixture(scope="session")
+def wine_models(tmp_path_factory):
+    """A second model set, of another width and class count: wine (13 features, 3 classes)."""
+    folder = tmp_path_factory.mktemp("wine-models")
+    train_all(folder, "wine")
+    return folder

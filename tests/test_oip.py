@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from src.oip.inference import read_inference
 from src.oip.schemas import InferenceRequest, TensorError, feature_rows, selected_outputs
+from tests.bad_inputs import IRIS_ROWS
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.5, 3.0, 5.5, 1.8]]
 
@@ -22,8 +23,8 @@ def request(data, shape, name="input", datatype="FP32", outputs=None) -> Inferen
 
 def test_flat_and_nested_data_give_the_same_rows():
     flat = [value for row in ROWS for value in row]
-    assert feature_rows(request(ROWS, [2, 4]), 10) == ROWS
-    assert feature_rows(request(flat, [2, 4]), 10) == ROWS
+    assert feature_rows(request(ROWS, [2, 4]), 10, IRIS_ROWS) == ROWS
+    assert feature_rows(request(flat, [2, 4]), 10, IRIS_ROWS) == ROWS
 
 
 @pytest.mark.parametrize(
@@ -45,20 +46,20 @@ def test_flat_and_nested_data_give_the_same_rows():
 )
 def test_bad_tensors_are_refused_naming_the_problem(data, shape, message):
     with pytest.raises(TensorError) as raised:
-        feature_rows(request(data, shape), 10)
+        feature_rows(request(data, shape), 10, IRIS_ROWS)
     assert message in str(raised.value)
 
 
 def test_name_and_datatype_must_be_the_models():
     with pytest.raises(TensorError, match="one input named 'input', got \\['X'\\]"):
-        feature_rows(request(ROWS, [2, 4], name="X"), 10)
+        feature_rows(request(ROWS, [2, 4], name="X"), 10, IRIS_ROWS)
     with pytest.raises(TensorError, match="datatype must be FP32, got 'FP16'"):
-        feature_rows(request(ROWS, [2, 4], datatype="FP16"), 10)
+        feature_rows(request(ROWS, [2, 4], datatype="FP16"), 10, IRIS_ROWS)
 
 
 def test_many_problems_are_summed_up():
     with pytest.raises(TensorError, match=r"\(and 5 more\)"):
-        feature_rows(request([["a"] * 4, ["b"] * 4], [2, 4]), 10)
+        feature_rows(request([["a"] * 4, ["b"] * 4], [2, 4]), 10, IRIS_ROWS)
 
 
 def test_selected_outputs():
@@ -116,7 +117,7 @@ def _near_valid_tensor(draw):
 
 def _schema_rows(raw: bytes, max_rows: int):
     try:
-        return feature_rows(InferenceRequest.model_validate(json.loads(raw)), max_rows)
+        return feature_rows(InferenceRequest.model_validate(json.loads(raw)), max_rows, IRIS_ROWS)
     except (ValueError, ValidationError):
         return None
 
@@ -128,7 +129,7 @@ def _schema_rows(raw: bytes, max_rows: int):
 def test_the_fast_path_agrees_with_the_schema_or_defers_to_it(tensor, outputs):
     raw = json.dumps({"inputs": [tensor], "outputs": outputs}).encode()
     try:
-        inference = read_inference(raw, None, "application/json", max_rows=4)
+        inference = read_inference(raw, None, "application/json", max_rows=4, spec=IRIS_ROWS)
     except (TensorError, RequestValidationError):
         assert _schema_rows(raw, max_rows=4) is None
         return
@@ -140,6 +141,8 @@ def test_binary_rows_are_read_as_sent():
     header = {"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32"}]}
     header["inputs"][0]["parameters"] = {"binary_data_size": rows.nbytes}
     head = json.dumps(header).encode()
-    inference = read_inference(head + rows.tobytes(), str(len(head)), None, max_rows=4)
+    inference = read_inference(
+        head + rows.tobytes(), str(len(head)), None, max_rows=4, spec=IRIS_ROWS
+    )
     np.testing.assert_array_equal(inference.rows, rows)
     assert not inference.binary_output("probabilities")

@@ -5,12 +5,11 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from src.schemas import PredictRequest
-from tests.bad_inputs import BAD_BODIES
+from tests.bad_inputs import BAD_BODIES, IrisRequest
 
 
 def test_accepts_ints_and_floats_and_keeps_every_row():
-    request = PredictRequest.model_validate_json('{"data": [[5, 3.5, 1.4, 0.2], [1, 2, 3, 4]]}')
+    request = IrisRequest.model_validate_json('{"data": [[5, 3.5, 1.4, 0.2], [1, 2, 3, 4]]}')
     assert request.as_array().shape == (2, 4)
     assert request.as_array().dtype.name == "float32"
 
@@ -33,5 +32,5 @@ JSON_BAD_BODIES = [case for case in BAD_BODIES if _parses(case[1])]
 def test_rejects_bad_bodies(case, body, message):
     parsed = json.loads(body)  # Python's parser, like FastAPI's, accepts NaN and Infinity
     with pytest.raises(ValidationError) as error:
-        PredictRequest.model_validate(parsed)
+        IrisRequest.model_validate(parsed)
     assert message in str(error.value)

@@ -59,6 +59,9 @@ class ModelMetadata(BaseModel):
     platform: str
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
+    parameters: dict[str, Any] | None = Field(
+        None, description="the ensemble's: `labels`, the classes its `label` output names"
+    )
 
 
 class ServerLive(BaseModel):

@@ -20,9 +20,9 @@ from src.proxy.bodies import class_probabilities
 from src.proxy.degraded import count_if_degraded
 from src.proxy.dependencies import BackendsDep, SettingsDep
 from src.proxy.ensemble import best_labels
-from src.schemas import SAMPLE_ROW, HealthResponse, LabelPrediction
+from src.schemas import HealthResponse, LabelPrediction, RowSpec
 from src.settings import ProxySettings
-from src.web import BODY_ERRORS, error_responses
+from src.web import BODY_ERRORS, RowSpecDep, error_responses
 
 
 @asynccontextmanager
@@ -45,13 +45,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
 
 
-def create_app(settings: ProxySettings) -> FastAPI:
-    """The proxy's app; its lifespan opens the pooled session to the class services."""
+def create_app(settings: ProxySettings, row_spec: RowSpec) -> FastAPI:
+    """The proxy's app; its lifespan opens the pooled session to the class services.
+
+    `row_spec`: the width of its services' models (src/proxy/shape.py learns it).
+    """
     app = web.create_app(
-        "iris proxy",
+        "proxy",
         settings,
         lifespan,
-        description="Fans requests out to one binary classifier per class and aggregates them.",
+        description=(
+            f"Fans requests ({row_spec.description}) out to one binary classifier per class "
+            "and aggregates them."
+        ),
+        row_spec=row_spec,
     )
     app.include_router(router)
     include_oip_router(app, v2.router)
@@ -60,7 +67,6 @@ def create_app(settings: ProxySettings) -> FastAPI:
 
 router = APIRouter()
 ALL_FAILED = error_responses(503, descriptions={503: "every service failed"})
-SAMPLE_BODY = orjson.dumps({"data": [SAMPLE_ROW]})
 # The routes that read their body themselves declare it for the OpenAPI document.
 ROWS_BODY = rows_body_openapi()
 
@@ -100,10 +106,11 @@ async def health() -> HealthResponse:
     "/health/all",
     responses={503: {"description": "no service answered; each entry says why"}},
 )
-async def health_all(backends: BackendsDep):
+async def health_all(backends: BackendsDep, row_spec: RowSpecDep):
     # The probes go through the breakers like any call: an open circuit is reported
     # without calling the service, and a probe after the cool-down may be the trial.
     results = await backends.call_all("GET", "/health")
+    results = {name: _same_width(result, row_spec) for name, result in results.items()}
     body = {
         name: {
             **(result.body if result.ok and isinstance(result.body, dict) else {}),
@@ -117,16 +124,35 @@ async def health_all(backends: BackendsDep):
     return JSONResponse(status_code=status, content=body)
 
 
+def _same_width(result: BackendResult, row_spec: RowSpec) -> BackendResult:
+    """`result`, or a failure when the service's model takes rows of another width.
+
+    A model swapped for a wider or narrower one behind a running proxy would refuse
+    every row the proxy lets through; /health/all names it instead.
+    """
+    features = result.body.get("features") if result.ok and isinstance(result.body, dict) else None
+    if not isinstance(features, int) or features == row_spec.n_features:
+        return result
+    return BackendResult(
+        result.service,
+        error="width_mismatch",
+        detail=(
+            f"its model takes rows of {features} numbers; the proxy checks "
+            f"{row_spec.description} (restart the proxy once every service serves the new width)"
+        ),
+    )
+
+
 @router.get("/metadata")
-async def metadata(backends: BackendsDep, settings: SettingsDep) -> dict:
+async def metadata(backends: BackendsDep, settings: SettingsDep, row_spec: RowSpecDep) -> dict:
     return {
         "services": backends.services,
         "backend_timeout_seconds": backends.timeout,
         "backend_timeouts_seconds": backends.timeouts,
         "hard_dependencies": list(backends.hard),
         "data_type": "float32",
-        "data_structure": "(N, 4)",
-        "data_sample": [SAMPLE_ROW],
+        "data_structure": row_spec.structure,
+        "data_sample": [row_spec.sample],
         "prediction_structure": "per service: (N, 2) = [P(class), P(not class)]",
         "max_rows": settings.max_rows,
     }
@@ -175,5 +201,5 @@ async def predict_get_test(backends: BackendsDep):
 
 
 @router.post("/predict/post/test", responses=ALL_FAILED)
-async def predict_post_test(backends: BackendsDep):
-    return await _fan_out(backends, "POST", "/predict", SAMPLE_BODY)
+async def predict_post_test(backends: BackendsDep, row_spec: RowSpecDep):
+    return await _fan_out(backends, "POST", "/predict", orjson.dumps({"data": [row_spec.sample]}))

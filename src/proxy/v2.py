@@ -1,7 +1,7 @@
 """The proxy's Open Inference Protocol v2 routes, as KServe's InferenceGraph serves an Ensemble.
 
-Model `iris` is the ensemble: every class service scores the rows (the same fan-out and
-aggregation as POST /predict/label) and the answer is, per row, `label` (BYTES) and `proba`
+Model ENSEMBLE_NAME (`iris` by default) is the ensemble: every class service scores the
+rows (the same fan-out and aggregation as POST /predict/label) and the answer is, per row, `label` (BYTES) and `proba`
 (FP32). Each class model is reachable here under its own name, routed to its service's
 v2 routes.
 """
@@ -24,25 +24,24 @@ from src.oip.schemas import (
     BYTES,
     CLASS_OUTPUT_METADATA,
     FP32,
-    INPUT_METADATA,
     InferenceResponse,
     ModelMetadata,
     ModelReady,
     ServerReady,
     TensorError,
     TensorMetadata,
+    input_metadata,
     selected_outputs,
 )
 from src.proxy.answers import required_failed, services_failed
 from src.proxy.backends import Backends
 from src.proxy.bodies import class_probabilities
 from src.proxy.degraded import count_if_degraded
-from src.proxy.dependencies import BackendsDep
+from src.proxy.dependencies import BackendsDep, SettingsDep
 from src.proxy.ensemble import best_labels
-from src.web import error_responses
+from src.web import RowSpecDep, error_responses
 
-ENSEMBLE = "iris"
-SERVER_NAME = "iris-proxy"
+SERVER_NAME = "proxy"
 ENSEMBLE_OUTPUTS = [
     TensorMetadata(name="label", datatype=BYTES, shape=[-1]),
     TensorMetadata(name="proba", datatype=FP32, shape=[-1]),
@@ -53,10 +52,10 @@ UNAVAILABLE = error_responses(
 router = oip_router(SERVER_NAME)
 
 
-async def _known_model(model_name: str, backends: BackendsDep) -> None:
+async def _known_model(model_name: str, backends: BackendsDep, settings: SettingsDep) -> None:
     # A dependency, so an unknown model is a 404 before its body is even validated.
-    if model_name != ENSEMBLE and model_name not in backends.services:
-        models = [ENSEMBLE, *backends.services]
+    if model_name != settings.ensemble_name and model_name not in backends.services:
+        models = [settings.ensemble_name, *backends.services]
         raise HTTPException(
             status_code=404, detail=f"unknown model {model_name!r}; models here: {models}"
         )
@@ -116,10 +115,17 @@ async def ready(backends: BackendsDep):
     responses={**UNKNOWN_MODEL, **UNAVAILABLE},
     dependencies=KNOWN_MODEL,
 )
-async def model_metadata(model_name: str, backends: BackendsDep):
-    if model_name == ENSEMBLE:
+async def model_metadata(
+    model_name: str, backends: BackendsDep, settings: SettingsDep, row_spec: RowSpecDep
+):
+    if model_name == settings.ensemble_name:
         return ModelMetadata(
-            name=ENSEMBLE, platform="ensemble", inputs=[INPUT_METADATA], outputs=ENSEMBLE_OUTPUTS
+            name=model_name,
+            platform="ensemble",
+            inputs=[input_metadata(row_spec)],
+            outputs=ENSEMBLE_OUTPUTS,
+            # The values `label` can take: one class per service.
+            parameters={"labels": list(backends.services)},
         )
     return await _routed(backends, model_name, "GET", "", ModelMetadata)
 
@@ -130,9 +136,9 @@ async def model_metadata(model_name: str, backends: BackendsDep):
     responses={**UNKNOWN_MODEL, **UNAVAILABLE},
     dependencies=KNOWN_MODEL,
 )
-async def model_ready(model_name: str, backends: BackendsDep):
-    if model_name == ENSEMBLE:
-        return await _ensemble_readiness(backends) or ModelReady(name=ENSEMBLE, ready=True)
+async def model_ready(model_name: str, backends: BackendsDep, settings: SettingsDep):
+    if model_name == settings.ensemble_name:
+        return await _ensemble_readiness(backends) or ModelReady(name=model_name, ready=True)
     return await _routed(backends, model_name, "GET", "/ready", ModelReady)
 
 
@@ -144,14 +150,15 @@ async def model_ready(model_name: str, backends: BackendsDep):
     dependencies=KNOWN_MODEL,
     openapi_extra=inference_openapi(),
 )
-async def infer(model_name: str, body: InferenceBody, backends: BackendsDep):
+async def infer(model_name: str, body: InferenceBody, backends: BackendsDep, settings: SettingsDep):
     # The body was checked by InferenceBody, so a bad request never reaches a service.
-    outputs = ENSEMBLE_OUTPUTS if model_name == ENSEMBLE else [CLASS_OUTPUT_METADATA]
+    ensemble = model_name == settings.ensemble_name
+    outputs = ENSEMBLE_OUTPUTS if ensemble else [CLASS_OUTPUT_METADATA]
     try:
         wanted = selected_outputs(body.request, [output.name for output in outputs])
     except TensorError as error:
         raise HTTPException(status_code=400, detail=str(error)) from None
-    if model_name != ENSEMBLE:
+    if not ensemble:
         return await _routed(
             backends, model_name, "POST", "/infer", InferenceResponse, body.raw, body.header_length
         )
@@ -168,7 +175,7 @@ async def infer(model_name: str, body: InferenceBody, backends: BackendsDep):
     tensors = {"label": labels.labels, "proba": np.asarray(labels.probas, dtype=np.float32)}
     return inference_response(
         body,
-        ENSEMBLE,
+        model_name,
         {name: tensors[name] for name in wanted},
         # The protocol's place for what is not a tensor: the services that did not answer.
         parameters={"unavailable": labels.unavailable},

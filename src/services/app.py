@@ -10,7 +10,7 @@ from src import web
 from src.bodies import ValidRowsBody, json_response, rows_body_openapi
 from src.ml.predictor import Predictor
 from src.oip.routing import include_oip_router
-from src.schemas import BinaryPrediction, HealthResponse, RowSpec
+from src.schemas import BinaryPrediction, RowSpec, ServiceHealth
 from src.services import v2
 from src.services.dependencies import PredictorDep, SettingsDep
 from src.settings import ServiceSettings
@@ -50,9 +50,9 @@ def _binary_prediction(predictor: Predictor, rows):
     return json_response({"prediction": predictions[0], "predictions": predictions})
 
 
-@router.get("/health", response_model=HealthResponse)
-async def health() -> HealthResponse:
-    return HealthResponse()
+@router.get("/health", response_model=ServiceHealth)
+async def health(settings: SettingsDep, row_spec: RowSpecDep) -> ServiceHealth:
+    return ServiceHealth(model=settings.mode, features=row_spec.n_features)
 
 
 @router.get("/metadata")

@@ -12,7 +12,7 @@ from src.ml import train
 from src.ml.predictor import Predictor, load_labels
 from tooling.processes import REPO_ROOT
 
-MULTICLASS = REPO_ROOT / "models" / train.MULTICLASS_MODEL
+MULTICLASS = REPO_ROOT / "models" / train.multiclass_model_filename()
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +85,61 @@ def test_labels_come_in_column_order(tmp_path):
     assert load_labels(path) == ["a", "b", "c"]
     with pytest.raises(ModelLoadError, match="label file not found"):
         load_labels(tmp_path / "absent.json")
+
+
+def test_reads_the_models_width_input_and_classes(iris_features):
+    predictor = Predictor(MULTICLASS).load()
+    assert (predictor.n_features, predictor.n_classes) == (4, 3)
+    assert predictor.require_classes(3, "the job") is predictor
+    with pytest.raises(ModelLoadError, match=r"gives 3 probabilities per row; a service needs 2$"):
+        predictor.require_classes(2, "a service")
+
+
+def test_a_double_input_model_is_served(tmp_path, iris_features):
+    target = train.load_data()[1]
+    features = iris_features.astype(np.float64)
+    classifier = LogisticRegression(max_iter=500).fit(features, target)
+    predictor = Predictor(_export(classifier, features, tmp_path / "d.onnx", False)).load()
+    assert predictor.n_features == 4
+    np.testing.assert_allclose(
+        predictor.predict_proba(features), classifier.predict_proba(features), atol=1e-5
+    )
+
+
+def _onnx_model(path, input_type, input_shape, output_shape):
+    """A one-node model: Identity of its input, with the given input type and shapes."""
+    from onnx import TensorProto, helper
+
+    types = {"float": TensorProto.FLOAT, "int64": TensorProto.INT64}
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input"], ["probabilities"])],
+        "bad",
+        [helper.make_tensor_value_info("input", types[input_type], input_shape)],
+        [helper.make_tensor_value_info("probabilities", types[input_type], output_shape)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize(
+    ("input_type", "input_shape", "output_shape", "problem"),
+    [
+        (
+            "int64",
+            ["N", 4],
+            ["N", 4],
+            r"input 'input' is tensor\(int64\); expected tensor\(float\)",
+        ),
+        ("float", ["N", 2, 2], ["N", 2, 2], r"input 'input' has shape \['N', 2, 2\]; expected"),
+        ("float", ["N", "F"], ["N", "F"], r"expected \[N, features\] with a fixed number"),
+        ("float", ["N"], ["N"], r"has shape \['N'\]"),
+    ],
+)
+def test_a_model_the_suite_cannot_serve_is_refused_in_one_line_naming_the_file(
+    tmp_path, input_type, input_shape, output_shape, problem
+):
+    path = _onnx_model(tmp_path / "bad.onnx", input_type, input_shape, output_shape)
+    with pytest.raises(ModelLoadError, match=problem) as error:
+        Predictor(path).load()
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
