@@ -6,10 +6,13 @@ become 127.0.0.1, and a variable that names a service not run here (MYSQL_SERVER
 is dropped, so the batch pattern falls back to its embedded SQLite database.
 A one-shot service (one that others wait for with `service_completed_successfully`,
 like `migrate`) runs to completion first; the others start only if it exits 0.
-Settings come from the caller's environment through the file's `${VAR:-default}`s.
+Settings come from the caller's environment through the file's `${VAR:-default}`s, and
+the file itself is COMPOSE_FILE when set, as for compose (a user's own model set,
+docs/your-model.md).
 Ctrl-C or SIGTERM stops every process (honcho kills their process groups).
 """
 
+import json
 import os
 import shlex
 import subprocess
@@ -105,20 +108,29 @@ def _wait_until_ready(processes: list[LocalProcess], manager_done: threading.Eve
     print(_ready_banner(processes), flush=True)
 
 
+def _example_body(proxy: str) -> str:
+    """A request body of the model set's example row, as the proxy's /metadata gives it."""
+    try:
+        with urllib.request.urlopen(f"http://{proxy}/metadata", timeout=2) as response:
+            sample = json.load(response)["data_sample"]
+    except (OSError, ValueError, KeyError):
+        sample = [[5.1, 3.5, 1.4, 0.2]]
+    return json.dumps({"data": sample})
+
+
 def _ready_banner(processes: list[LocalProcess]) -> str:
     ports = {process.name: process.env.get("PORT") for process in processes}
     proxy, api = f"localhost:{ports.get('proxy')}", f"localhost:{ports.get('api')}"
     json_header = "-H 'Content-Type: application/json'"
+    body = _example_body(proxy)
     return "\n".join(
         [
             "",
             "run_suite: every process is ready. Try:",
             f"  curl -s {proxy}/health/all",
-            f"  curl -s -X POST {proxy}/predict/label {json_header} "
-            "-d '{\"data\": [[5.1, 3.5, 1.4, 0.2]]}'",
+            f"  curl -s -X POST {proxy}/predict/label {json_header} -d '{body}'",
             f"  curl -s -X POST {proxy}/predict/post/test",
-            f"  curl -s -X POST {api}/predict {json_header} "
-            "-d '{\"data\": [[6.5, 3.0, 5.5, 1.8]]}'",
+            f"  curl -s -X POST {api}/predict {json_header} -d '{body}'",
             f"  curl -s {api}/predict/id/1",
             "Ctrl-C stops everything.",
             "",
@@ -141,9 +153,26 @@ def run_one_shots(processes: list[LocalProcess]) -> int:
     return 0
 
 
+def compose_file(environ: dict[str, str]) -> Path:
+    """COMPOSE_FILE (relative to where `make run` was called), else the suite's own file."""
+    named = environ.get("COMPOSE_FILE")
+    if not named:
+        return COMPOSE_FILE
+    if os.pathsep in named:
+        raise SystemExit(
+            f"run_suite: COMPOSE_FILE names several files ({named}); make run takes one"
+        )
+    path = Path(named).resolve()
+    if not path.is_file():
+        raise SystemExit(f"run_suite: COMPOSE_FILE={named}: no such file")
+    return path
+
+
 def main() -> int:
+    environ = dict(os.environ)
+    chosen = compose_file(environ)
     os.chdir(REPO_ROOT)
-    everything = load_processes(dict(os.environ))
+    everything = load_processes(environ, chosen)
     if code := run_one_shots([process for process in everything if process.one_shot]):
         return code
     processes = [process for process in everything if not process.one_shot]

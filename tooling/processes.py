@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,12 +160,23 @@ class HorizontalSuite:
 
 
 def start_horizontal_suite(
-    starter: ProcessStarter, proxy_env: dict[str, str] | None = None
+    starter: ProcessStarter,
+    proxy_env: dict[str, str] | None = None,
+    classes: tuple[str, ...] = CLASSES,
+    service_env: Callable[[str], dict[str, str]] | None = None,
 ) -> HorizontalSuite:
-    """Three class services and a proxy in front of them, all on free ports."""
+    """A class service per class and a proxy in front of them, all on free ports.
+
+    `service_env(name)`: a class service's own settings (another model set's files).
+    """
     services = {
-        name: starter.start(f"service-{name}", ["src.services"], {"MODE": name}, port=free_port())
-        for name in CLASSES
+        name: starter.start(
+            f"service-{name}",
+            ["src.services"],
+            {"MODE": name, **(service_env(name) if service_env else {})},
+            port=free_port(),
+        )
+        for name in classes
     }
     env = {f"SERVICE_{name.upper()}": process.base_url for name, process in services.items()}
     proxy = starter.start("proxy", ["src.proxy"], {**env, **(proxy_env or {})}, port=free_port())

@@ -1,5 +1,6 @@
 """`make run`'s runner: the compose file's processes, started and stopped for real."""
 
+import json
 import os
 import re
 import subprocess
@@ -7,13 +8,14 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import yaml
 
 from scripts.run_suite import COMPOSE_FILE, load_processes
 from src.db.migrate import head_revision
 from tests.stack.runner import PORT_VARIABLES, READY_LINE, start_runner, stop_runner
 from tooling.compose_variables import interpolate
-from tooling.processes import REPO_ROOT, port_is_free
+from tooling.processes import REPO_ROOT, free_port, port_is_free
 
 COMPOSE = yaml.safe_load(COMPOSE_FILE.read_text())
 BUILT_SERVICES = [name for name, service in COMPOSE["services"].items() if "build" in service]
@@ -130,3 +132,64 @@ def test_make_run_serves_the_readme_examples_and_stops_cleanly(tmp_path):
     assert _processes_with_marker(marker) == [], "orphan processes left behind"
     for name in PORT_VARIABLES:
         assert port_is_free(int(stack.env[name])), f"{name} {stack.env[name]} still taken"
+
+
+def test_the_wine_compose_file_runs_the_same_processes_on_its_own_model_set():
+    wine = {
+        process.name: process
+        for process in load_processes({}, REPO_ROOT / "docker-compose.wine.yml")
+    }
+    iris = {process.name for process in load_processes({})}
+    assert set(wine) == iris - {"service_setosa", "service_versicolor", "service_virginica"} | {
+        "service_class_0",
+        "service_class_1",
+        "service_class_2",
+    }
+    assert wine["service_class_2"].env["MODEL_FILEPATH"] == "models/wine/wine_svc_0_class_2.onnx"
+    assert wine["proxy"].env["SERVICE_CLASS_2"] == "http://127.0.0.1:9103"
+    for name in ("api", "job"):
+        assert wine[name].env["MODEL_FILEPATH"] == "models/wine/wine_svc.onnx"
+        assert wine[name].env["LABEL_FILEPATH"] == "models/wine/label.json"
+
+
+def test_make_run_serves_a_users_own_model_set_from_compose_file(tmp_path, wine_models):
+    """COMPOSE_FILE, as compose reads it: the wine file, its models where the test trained them."""
+    text = (REPO_ROOT / "docker-compose.wine.yml").read_text()
+    compose_file = tmp_path / "docker-compose.yml"
+    compose_file.write_text(text.replace("models/wine/", f"{wine_models}/"))
+    ports = {f"CLASS_{index}_PORT": str(free_port()) for index in range(3)}
+    stack = start_runner(tmp_path, {"COMPOSE_FILE": str(compose_file), **ports})
+    sample = json.loads((wine_models / "sample.json").read_text())
+    try:
+        # The banner's examples carry the model set's own example row.
+        assert json.dumps({"data": [sample]}) in stack.log()
+        assert httpx.get(stack.proxy_url + "/metadata").json()["data_structure"] == "(N, 13)"
+        labelled = httpx.post(stack.proxy_url + "/predict/label", json={"data": [sample]})
+        assert labelled.json()["prediction"]["label"] == "class_0"
+        registered = httpx.post(stack.api_url + "/predict", json={"data": [sample]}).json()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            item = httpx.get(f"{stack.api_url}/predict/id/{registered['id']}").json()
+            if item["prediction"] is not None:
+                break
+            time.sleep(0.5)
+        assert set(item["prediction"]) == {"class_0", "class_1", "class_2"}
+        assert item["label"] == "class_0"
+    finally:
+        stop_runner(stack)
+
+
+def test_make_run_refuses_a_compose_file_that_is_not_there(tmp_path):
+    finished = subprocess.run(
+        [sys.executable, "-m", "scripts.run_suite"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "COMPOSE_FILE": str(tmp_path / "absent.yml")},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert finished.returncode == 1
+    assert (
+        finished.stderr.strip()
+        == f"run_suite: COMPOSE_FILE={tmp_path / 'absent.yml'}: no such file"
+    )

@@ -24,7 +24,8 @@ def versicolor(tmp_path_factory):
 
 def test_health(versicolor):
     response = httpx.get(versicolor.base_url + "/health")
-    assert response.status_code == 200 and response.json() == {"health": "ok"}
+    assert response.status_code == 200
+    assert response.json() == {"health": "ok", "model": "versicolor", "features": 4}
 
 
 def test_metadata_names_mode_and_model(versicolor):

@@ -30,7 +30,7 @@ def tensor(data, shape=None, name="input", datatype="FP32") -> dict:
 
 def test_server_and_model_metadata_and_health(versicolor):
     url = versicolor.base_url
-    assert httpx.get(url + "/v2").json()["name"] == "iris-class-service"
+    assert httpx.get(url + "/v2").json()["name"] == "class-service"
     assert httpx.get(url + "/v2/health/live").json() == {"live": True}
     assert httpx.get(url + "/v2/health/ready").json() == {"ready": True}
     assert httpx.get(url + "/v2/models/versicolor/ready").json() == {
