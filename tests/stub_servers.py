@@ -1,5 +1,6 @@
 """Small HTTP servers in a thread of the test process, for backends that misbehave on purpose."""
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +20,23 @@ def stub_http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
 
 
 class JsonStubHandler(BaseHTTPRequestHandler):
-    """A stub backend's base: answers JSON bodies and keeps the test output quiet."""
+    """A stub backend's base: answers JSON bodies and keeps the test output quiet.
+
+    As a class service of an iris model it tells its input (`GET /v2/models/<name>`),
+    which a proxy asks before it serves; any other GET is a 404.
+    """
+
+    def do_GET(self):  # noqa: N802 (the stdlib's naming)
+        if not self.path.startswith("/v2/models/"):
+            self.send_json(b'{"error": "not found"}', 404)
+            return
+        metadata = {
+            "name": self.path.removeprefix("/v2/models/"),
+            "platform": "stub",
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}],
+            "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]}],
+        }
+        self.send_json(json.dumps(metadata).encode())
 
     def send_json(self, body: bytes, status: int = 200, headers: dict[str, str] | None = None):
         self.send_response(status)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from src.ml.predictor import sample_filepath
 from tests.deploy.deployment import (
     DOCKERFILES,
     REPO_ROOT,
@@ -285,6 +286,8 @@ def test_each_image_holds_the_model_files_its_settings_load():
     labels = json.loads((REPO_ROOT / "models" / "label.json").read_text()).values()
     needed = {str(service_settings(mode=mode).resolved_model_filepath()) for mode in labels}
     needed.add(str(service_settings().label_filepath))
+    # The example row of the documents and /predict/test, beside the label file.
+    needed.add(str(sample_filepath(service_settings().label_filepath)))
     assert needed <= copied, f"Dockerfile.service lacks {sorted(needed - copied)}"
 
 

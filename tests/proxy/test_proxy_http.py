@@ -2,7 +2,6 @@
 
 import json
 import signal
-from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
@@ -23,7 +22,10 @@ def test_health_and_health_all(suite):
     assert httpx.get(suite.proxy.base_url + "/health").json() == {"health": "ok"}
     response = httpx.get(suite.proxy.base_url + "/health/all")
     assert response.status_code == 200
-    assert response.json() == {name: {"health": "ok", "circuit": "closed"} for name in CLASSES}
+    assert response.json() == {
+        name: {"health": "ok", "model": name, "features": 4, "circuit": "closed"}
+        for name in CLASSES
+    }
 
 
 def test_metadata_lists_the_services(suite):
@@ -99,7 +101,7 @@ def test_a_bad_body_gets_the_same_answer_from_the_proxy_as_from_a_service(
     assert proxied.json() == direct.json()
 
 
-class _RecordingHandler(BaseHTTPRequestHandler):
+class _RecordingHandler(JsonStubHandler):
     """A class service that records the bodies it receives and gives every row P = 0.5."""
 
     protocol_version = "HTTP/1.1"
@@ -110,14 +112,7 @@ class _RecordingHandler(BaseHTTPRequestHandler):
         self.received.append(body)
         rows = len(json.loads(body)["data"])
         answer = json.dumps({"prediction": [0.5, 0.5], "predictions": [[0.5, 0.5]] * rows})
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer.encode())
-
-    def log_message(self, *args):
-        pass
+        self.send_json(answer.encode())
 
 
 @pytest.mark.parametrize(
@@ -185,7 +180,12 @@ def test_a_killed_service_degrades_the_answers(own_suite):
     health = httpx.get(base + "/health/all")
     assert health.status_code == 200
     assert health.json()["virginica"]["health"] == "error"
-    assert health.json()["setosa"] == {"health": "ok", "circuit": "closed"}
+    assert health.json()["setosa"] == {
+        "health": "ok",
+        "model": "setosa",
+        "features": 4,
+        "circuit": "closed",
+    }
 
 
 def test_a_frozen_service_times_out_instead_of_hanging_the_proxy(own_suite):

@@ -51,7 +51,7 @@ def test_iris_answers_what_predict_label_answers(suite):
 def test_tritonclient_against_the_ensemble_and_each_routed_class_model(suite):
     client = client_for(suite.proxy)
     assert client.is_server_live() and client.is_server_ready()
-    assert client.get_server_metadata()["name"] == "iris-proxy"
+    assert client.get_server_metadata()["name"] == "proxy"
     assert client.is_model_ready("iris")
     assert client.get_model_metadata("iris")["platform"] == "ensemble"
     flat = [value for row in ROWS for value in row]

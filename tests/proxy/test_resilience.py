@@ -71,7 +71,12 @@ def test_a_frozen_service_is_skipped_after_n_timeouts_and_back_after_the_cooldow
         assert health.status_code == 200
         assert health.json()["virginica"]["circuit"] == "open"
         assert health.json()["virginica"]["error"] == "circuit_open"
-        assert health.json()["setosa"] == {"health": "ok", "circuit": "closed"}
+        assert health.json()["setosa"] == {
+            "health": "ok",
+            "model": "setosa",
+            "features": 4,
+            "circuit": "closed",
+        }
         assert timeouts_logged(suite.proxy.log(), "virginica") == 3
         assert metric_value(base, "proxy_backend_circuit_state", service="virginica") == 2
         assert metric_value(base, "proxy_backend_circuit_state", service="setosa") == 0

@@ -21,7 +21,10 @@ SCORING_TIMEOUT = float(os.environ.get("SUITE_SCORING_TIMEOUT", "150"))
 def test_every_class_service_is_healthy_behind_the_proxy(stack):
     response = httpx.get(stack.proxy_url + "/health/all")
     assert response.status_code == 200
-    assert response.json() == {name: {"health": "ok", "circuit": "closed"} for name in CLASSES}
+    assert response.json() == {
+        name: {"health": "ok", "model": name, "features": 4, "circuit": "closed"}
+        for name in CLASSES
+    }
 
 
 def test_the_proxy_labels_the_classic_samples(stack):
