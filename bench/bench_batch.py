@@ -518,7 +518,9 @@ def main() -> None:
     parser.add_argument("--per-item-sample", type=int, default=2_000)
     parser.add_argument("--threads", type=int, default=int(os.environ.get("WORKER_THREADS", 4)))
     parser.add_argument("--chunk-size", type=int, default=int(os.environ.get("CHUNK_SIZE", 5000)))
-    parser.add_argument("--model", type=Path, default=REPO_ROOT / "models" / "iris_svc.onnx")
+    parser.add_argument(
+        "--model", type=Path, default=REPO_ROOT / "models" / "iris" / "1" / "model.onnx"
+    )
     parser.add_argument("--log-dir", type=Path, default=REPO_ROOT / "data" / "bench-batch")
     parser.add_argument("--keep", action="store_true", help="keep the bench databases")
     parser.add_argument(

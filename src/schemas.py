@@ -125,6 +125,7 @@ class ServiceHealth(HealthResponse):
 
     model: str = Field(description="the model served (MODE)")
     features: int = Field(description="numbers per row the model takes")
+    model_version: str | None = Field(description="the version served; null once unloaded")
 
 
 class BinaryPrediction(BaseModel):
@@ -132,6 +133,7 @@ class BinaryPrediction(BaseModel):
 
     prediction: list[float]
     predictions: list[list[float]]
+    model_version: str = Field(description="the version of the model that answered")
 
 
 class LabelledProbability(BaseModel):
@@ -143,6 +145,9 @@ class LabelPrediction(BaseModel):
     prediction: LabelledProbability
     predictions: list[LabelledProbability]
     unavailable: list[str] = Field(default_factory=list, description="services that failed")
+    model_versions: dict[str, str] = Field(
+        default_factory=dict, description="the model version of each service that answered"
+    )
 
 
 class RegisteredItems(BaseModel):

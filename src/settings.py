@@ -7,7 +7,7 @@ time, so tests can start processes with any environment they like.
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, HttpUrl, field_validator, model_validator
+from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -67,17 +67,22 @@ class CommonSettings(BaseSettings):
 
 
 class ServiceSettings(CommonSettings):
-    """A class service: `MODE` picks the binary model, `PORT` defaults by class."""
+    """A class service: `MODE` names the binary model, `PORT` defaults by class.
+
+    The model is `<MODEL_REPOSITORY>/<MODE>/<version>/model.onnx`, the newest version
+    unless MODEL_VERSION pins one; MODEL_FILEPATH names one file instead (no versions).
+    """
 
     process_name: ClassVar[str] = "service"
 
     mode: str = "setosa"
     port: int | None = None
+    model_repository: Path = MODELS_DIR
+    model_version: int | None = Field(None, ge=1, description="unset: the newest present")
     model_filepath: Path | None = None
     label_filepath: Path = DEFAULT_LABEL_FILEPATH
-
-    def resolved_model_filepath(self) -> Path:
-        return self.model_filepath or MODELS_DIR / f"iris_svc_0_{self.mode}.onnx"
+    # The bearer token of the model repository routes (load, unload); unset: no such routes.
+    admin_token: SecretStr | None = None
 
 
 def _local_services() -> dict[str, str]:
@@ -290,7 +295,7 @@ class JobSettings(DatabaseSettings):
     metrics_port: int = Field(9200, ge=0)
     # Backoff between attempts while the database is unreachable grows up to this.
     db_retry_max_wait: float = Field(30, gt=0)
-    model_filepath: Path = MODELS_DIR / "iris_svc.onnx"
+    model_filepath: Path = MODELS_DIR / "iris" / "1" / "model.onnx"
     label_filepath: Path = DEFAULT_LABEL_FILEPATH
     # Unset: every item and prediction is kept, as before.
     retention_seconds: float | None = Field(

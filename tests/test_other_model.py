@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 
-from src.ml.train import binary_model_filename, load_data
+from src.ml.train import load_data, model_path
 from tooling.processes import (
     REPO_ROOT,
     ProcessStarter,
@@ -30,10 +30,7 @@ WINE_CLASSES = ("class_0", "class_1", "class_2")
 
 def wine_service_env(models):
     def env(name: str) -> dict[str, str]:
-        return {
-            "MODEL_FILEPATH": str(models / binary_model_filename(name, "wine")),
-            "LABEL_FILEPATH": str(models / "label.json"),
-        }
+        return {"MODEL_REPOSITORY": str(models), "LABEL_FILEPATH": str(models / "label.json")}
 
     return env
 
@@ -226,7 +223,7 @@ def test_a_class_service_refuses_a_model_it_cannot_serve_in_one_line(tmp_path, w
         "integer input": _onnx_model(tmp_path / "int.onnx", "int64"),
         "three outputs per row": _onnx_model(tmp_path / "three.onnx", "float"),
         "missing file": tmp_path / "absent.onnx",
-        "multiclass": wine_models / "wine_svc.onnx",
+        "multiclass": model_path(wine_models, "wine"),
     }
     expected = {
         "integer input": "input 'input' is tensor(int64); expected tensor(float) or tensor(double)",

@@ -25,7 +25,7 @@ def _response_after(title: str) -> dict:
 
 
 def _p_class(model: str, row: list[float]) -> float:
-    predictor = Predictor(MODELS / f"iris_svc_0_{model}.onnx").load()
+    predictor = Predictor(MODELS / model / "1" / "model.onnx").load()
     return float(predictor.predict_proba(np.array([row]))[0, 0])
 
 
@@ -51,7 +51,7 @@ def test_recorded_labels_are_what_the_committed_models_give(title, row, label):
 
 
 def test_recorded_batch_probabilities_are_what_the_multiclass_model_gives():
-    predictor = Predictor(MODELS / "iris_svc.onnx").load()
+    predictor = Predictor(MODELS / "iris" / "1" / "model.onnx").load()
     expected = predictor.predict_proba(np.array([[5.1, 3.5, 1.4, 0.2]]))[0]
     text = DOCUMENT.read_text()
     first_item = re.search(r"\*\*Item (\d+) after the pass\*\*", text)

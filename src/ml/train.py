@@ -1,7 +1,9 @@
 """Train a model set from one of scikit-learn's bundled datasets and export it to ONNX.
 
-A model set: one multiclass model (the batch job's), one binary model per class (the
-class services'), the class names (`label.json`) and an example row (`sample.json`).
+A model set: one multiclass model (the batch job's, named after the dataset), one binary
+model per class (the class services', named after the class), the class names
+(`label.json`) and an example row (`sample.json`), in the model repository layout
+`<output-dir>/<model>/<version>/model.onnx` (src/ml/repository.py).
 Run with `python -m src.ml.train [--dataset wine]` (or `make models` for iris). Fixed
 seeds make the output deterministic, so the committed files can be re-created and
 compared at will.
@@ -23,6 +25,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from src.ml.predictor import SAMPLE_FILE
+from src.ml.repository import ModelRepository
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +41,9 @@ DEFAULT_DATASET = "iris"
 LABEL_FILE = "label.json"
 
 
-def multiclass_model_filename(dataset: str = DEFAULT_DATASET) -> str:
-    return f"{dataset}_svc.onnx"
-
-
-def binary_model_filename(class_name: str, dataset: str = DEFAULT_DATASET) -> str:
-    return f"{dataset}_svc_0_{class_name}.onnx"
+def model_path(output_dir: Path, model: str, version: int = 1) -> Path:
+    """Where a model set's model lives: `<output_dir>/<model>/<version>/model.onnx`."""
+    return ModelRepository(output_dir).model_path(model, version)
 
 
 def load_data(dataset: str = DEFAULT_DATASET) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -86,19 +86,22 @@ def export(classifier: Pipeline, sample: np.ndarray, path: Path) -> None:
             options={id(classifier): {"zipmap": False}},
             target_opset=17,
         )
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(onnx_model.SerializeToString())
 
 
-def train_all(output_dir: Path, dataset: str = DEFAULT_DATASET) -> dict[str, float]:
-    """Train a dataset's model set on all its rows and export it; return each model's
-    cross-validated accuracy."""
+def train_all(
+    output_dir: Path, dataset: str = DEFAULT_DATASET, version: int = 1
+) -> dict[str, float]:
+    """Train a dataset's model set on all its rows and export it as `version` of each
+    model; return each model's cross-validated accuracy."""
     output_dir.mkdir(parents=True, exist_ok=True)
     features, target, class_names = load_data(dataset)
     accuracies = {"multiclass": cross_validated_accuracy(features, target)}
     export(
         make_classifier().fit(features, target),
         features,
-        output_dir / multiclass_model_filename(dataset),
+        model_path(output_dir, dataset, version),
     )
 
     for index, class_name in enumerate(class_names):
@@ -107,7 +110,7 @@ def train_all(output_dir: Path, dataset: str = DEFAULT_DATASET) -> dict[str, flo
         binary_target = (target != index).astype(np.int64)
         accuracies[class_name] = cross_validated_accuracy(features, binary_target)
         binary = make_classifier().fit(features, binary_target)
-        export(binary, features, output_dir / binary_model_filename(class_name, dataset))
+        export(binary, features, model_path(output_dir, class_name, version))
 
     labels = {str(index): name for index, name in enumerate(class_names)}
     (output_dir / LABEL_FILE).write_text(json.dumps(labels, indent=2) + "\n")
@@ -121,9 +124,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--output-dir", type=Path, default=Path("models"))
     parser.add_argument("--dataset", choices=sorted(DATASETS), default=DEFAULT_DATASET)
+    parser.add_argument("--version", type=int, default=1, help="the version folder to write")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for name, accuracy in train_all(args.output_dir, args.dataset).items():
+    for name, accuracy in train_all(args.output_dir, args.dataset, args.version).items():
         logger.info("%s: 5-fold cross-validated accuracy %.3f", name, accuracy)
     logger.info("models written to %s", args.output_dir)
 

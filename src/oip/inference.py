@@ -208,10 +208,13 @@ def inference_response(
     model_name: str,
     tensors: dict[str, np.ndarray | list[str]],
     parameters: dict | None = None,
+    model_version: str | None = None,
 ) -> Response:
     """The InferenceResponse for `tensors` (FP32 arrays or lists of labels, BYTES), each
     in JSON or binary as the request asked."""
     header: dict[str, Any] = {"model_name": model_name}
+    if model_version is not None:
+        header["model_version"] = model_version
     if inference.request.id is not None:
         header["id"] = inference.request.id
     if parameters is not None:

@@ -1,9 +1,9 @@
 """The proxy's Open Inference Protocol v2 routes, as KServe's InferenceGraph serves an Ensemble.
 
 Model ENSEMBLE_NAME (`iris` by default) is the ensemble: every class service scores the
-rows (the same fan-out and aggregation as POST /predict/label) and the answer is, per row, `label` (BYTES) and `proba`
-(FP32). Each class model is reachable here under its own name, routed to its service's
-v2 routes.
+rows (the same fan-out and aggregation as POST /predict/label) and the answer is, per
+row, `label` (BYTES) and `proba` (FP32). Each class model is reachable here under its own
+name (and its versions), routed to its service's v2 routes.
 """
 
 import numpy as np

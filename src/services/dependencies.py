@@ -1,17 +1,26 @@
-"""What a class service's routes take from its app (shared by app.py and v2.py)."""
+"""What a class service's routes take from its app (shared by app.py, v2.py, repository.py)."""
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 
-from src.ml.predictor import Predictor
+from src.services.models import ModelSlot, ModelUnavailable, ServedModel
 from src.settings import ServiceSettings
 from src.web import get_settings
 
 
-async def get_predictor(request: Request) -> Predictor:
-    return request.app.state.predictor
+async def get_model_slot(request: Request) -> ModelSlot:
+    return request.app.state.models
 
 
-PredictorDep = Annotated[Predictor, Depends(get_predictor)]
+async def get_served_model(slot: Annotated[ModelSlot, Depends(get_model_slot)]) -> ServedModel:
+    """The version serving this request, read once: a swap mid-request does not change it."""
+    try:
+        return slot.current
+    except ModelUnavailable as error:
+        raise HTTPException(status_code=503, detail=str(error)) from None
+
+
+ModelSlotDep = Annotated[ModelSlot, Depends(get_model_slot)]
+ServedModelDep = Annotated[ServedModel, Depends(get_served_model)]
 SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]

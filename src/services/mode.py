@@ -1,13 +1,8 @@
-"""What MODE decides for a class service: its class, its model file and its default port."""
-
-import logging
+"""What MODE decides for a class service: its class and its default port."""
 
 from src.errors import ModelLoadError
-from src.ml.predictor import Predictor, load_labels, load_sample
-from src.schemas import RowSpec
+from src.ml.predictor import load_labels
 from src.settings import FIRST_SERVICE_PORT, ServiceSettings
-
-logger = logging.getLogger(__name__)
 
 
 def check_mode(settings: ServiceSettings) -> list[str]:
@@ -26,26 +21,3 @@ def service_port(settings: ServiceSettings) -> int:
     if settings.port is not None:
         return settings.port
     return FIRST_SERVICE_PORT + check_mode(settings).index(settings.mode)
-
-
-def load_service_predictor(settings: ServiceSettings) -> Predictor:
-    """MODE's binary model, loaded: [P(class), P(not class)] per row, or ModelLoadError."""
-    check_mode(settings)
-    predictor = Predictor(settings.resolved_model_filepath()).load()
-    predictor.require_classes(
-        2, f"the class service of {settings.mode!r} ([P(class), P(not class)])"
-    )
-    logger.info(
-        "class service %s loaded %s: rows of %d numbers",
-        settings.mode,
-        predictor.model_path,
-        predictor.n_features,
-    )
-    return predictor
-
-
-def service_row_spec(settings: ServiceSettings, predictor: Predictor) -> RowSpec:
-    """The model's row width, with the model set's example row (sample.json) when it has one."""
-    return RowSpec.of_width(
-        predictor.n_features, load_sample(settings.label_filepath, predictor.n_features)
-    )

@@ -4,6 +4,8 @@ The model takes `input` FP32 [-1, F] (F: the model's width) and answers `probabi
 FP32 [-1, 2] = [P(class), P(not class)] per row, the same numbers as POST /predict.
 """
 
+from collections.abc import Callable
+
 from fastapi import Depends, HTTPException
 
 from src.oip.inference import InferenceBody, inference_openapi, inference_response
@@ -18,7 +20,7 @@ from src.oip.schemas import (
     input_metadata,
     selected_outputs,
 )
-from src.services.dependencies import PredictorDep, SettingsDep
+from src.services.dependencies import ModelSlotDep, ServedModelDep, SettingsDep
 from src.web import RowSpecDep
 
 OUTPUT_NAME = CLASS_OUTPUT_METADATA.name
@@ -35,52 +37,79 @@ async def _known_model(model_name: str, settings: SettingsDep) -> None:
         )
 
 
+async def _known_version(model_version: str, served: ServedModelDep) -> None:
+    # The request's served model is read once (FastAPI caches it per request), so the
+    # version checked here is the one that answers, whatever a load does meanwhile.
+    if model_version != served.version:
+        raise HTTPException(
+            status_code=404,
+            detail=f"version {model_version!r} of {served.name!r} is not served; "
+            f"version {served.version!r} is",
+        )
+
+
 KNOWN_MODEL = [Depends(_known_model)]
+KNOWN_VERSION = [*KNOWN_MODEL, Depends(_known_version)]
+
+
+def _model_route(method: str, suffix: str = "", **options) -> Callable:
+    """The route at /models/{name}<suffix> and at /models/{name}/versions/{version}<suffix>."""
+
+    def register(handler: Callable) -> Callable:
+        responses = {**options.pop("responses", {}), **UNKNOWN_MODEL}
+        for path, dependencies in (
+            (f"/models/{{model_name}}{suffix}", KNOWN_MODEL),
+            (f"/models/{{model_name}}/versions/{{model_version}}{suffix}", KNOWN_VERSION),
+        ):
+            router.add_api_route(
+                path,
+                handler,
+                methods=[method],
+                dependencies=dependencies,
+                responses=responses,
+                **options,
+            )
+        return handler
+
+    return register
 
 
 @router.get("/health/ready", response_model=ServerReady)
-async def ready(predictor: PredictorDep) -> ServerReady:
-    # `__main__` loads the model before it serves, so a served request is ready.
-    return ServerReady(ready=predictor.loaded)
+async def ready(slot: ModelSlotDep) -> ServerReady:
+    # `__main__` loads the model before it serves; only an unload makes it not ready.
+    return ServerReady(ready=slot.loaded is not None)
 
 
-@router.get(
-    "/models/{model_name}",
-    response_model=ModelMetadata,
-    responses=UNKNOWN_MODEL,
-    dependencies=KNOWN_MODEL,
-)
-async def model_metadata(settings: SettingsDep, row_spec: RowSpecDep) -> ModelMetadata:
+@_model_route("GET", response_model=ModelMetadata)
+async def model_metadata(served: ServedModelDep, row_spec: RowSpecDep) -> ModelMetadata:
     return ModelMetadata(
-        name=settings.mode,
+        name=served.name,
+        versions=[served.version],
         platform="onnxruntime_onnx",
         inputs=[input_metadata(row_spec)],
         outputs=[CLASS_OUTPUT_METADATA],
     )
 
 
-@router.get(
-    "/models/{model_name}/ready",
-    response_model=ModelReady,
-    responses=UNKNOWN_MODEL,
-    dependencies=KNOWN_MODEL,
-)
-async def model_ready(settings: SettingsDep, predictor: PredictorDep) -> ModelReady:
-    return ModelReady(name=settings.mode, ready=predictor.loaded)
+@_model_route("GET", "/ready", response_model=ModelReady)
+async def model_ready(settings: SettingsDep, slot: ModelSlotDep) -> ModelReady:
+    return ModelReady(name=settings.mode, ready=slot.loaded is not None)
 
 
-@router.post(
-    "/models/{model_name}/infer",
+@_model_route(
+    "POST",
+    "/infer",
     response_model=InferenceResponse,
     response_model_exclude_none=True,
-    responses={**BAD_TENSOR, **UNKNOWN_MODEL},
-    dependencies=KNOWN_MODEL,
+    responses=BAD_TENSOR,
     openapi_extra=inference_openapi(),
 )
-async def infer(body: InferenceBody, settings: SettingsDep, predictor: PredictorDep):
+async def infer(body: InferenceBody, served: ServedModelDep):
     try:
         selected_outputs(body.request, [OUTPUT_NAME])
     except TensorError as error:
         raise HTTPException(status_code=400, detail=str(error)) from None
-    probabilities = predictor.predict_proba(body.rows)
-    return inference_response(body, settings.mode, {OUTPUT_NAME: probabilities})
+    probabilities = served.predict_proba(body.rows)
+    return inference_response(
+        body, served.name, {OUTPUT_NAME: probabilities}, model_version=served.version
+    )

@@ -12,7 +12,7 @@ from src.ml import train
 from src.ml.predictor import Predictor, load_labels
 from tooling.processes import REPO_ROOT
 
-MULTICLASS = REPO_ROOT / "models" / train.multiclass_model_filename()
+MULTICLASS = train.model_path(REPO_ROOT / "models", "iris")
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ def test_sample_file_is_the_first_iris_row():
 
 def test_multiclass_model_is_accurate_on_iris():
     features, target, _ = train.load_data()
-    multiclass = Predictor(MODELS / train.multiclass_model_filename()).load()
+    multiclass = Predictor(train.model_path(MODELS, "iris")).load()
     probabilities = multiclass.predict_proba(features)
     assert probabilities.shape == (150, 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
@@ -48,7 +48,7 @@ def test_training_recipe_generalises_under_cross_validation():
 def test_binary_models_rank_each_classic_sample_as_its_class(expected):
     row = np.array([CLASSIC_SAMPLES[expected]], dtype=np.float32)
     p_this_class = {
-        name: Predictor(MODELS / train.binary_model_filename(name)).load().predict_proba(row)[0]
+        name: Predictor(train.model_path(MODELS, name)).load().predict_proba(row)[0]
         for name in IRIS_CLASSES
     }
     # Each binary model answers [P(its class), P(not its class)].
@@ -59,8 +59,8 @@ def test_binary_models_rank_each_classic_sample_as_its_class(expected):
 
 def test_retraining_reproduces_the_committed_models_byte_for_byte(tmp_path):
     train.train_all(tmp_path)
-    written = sorted(path.name for path in tmp_path.iterdir())
-    assert written == sorted(path.name for path in MODELS.iterdir())
+    written = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*.*"))
+    assert written == sorted(str(path.relative_to(MODELS)) for path in MODELS.rglob("*.*"))
     for name in written:
         assert (tmp_path / name).read_bytes() == (MODELS / name).read_bytes(), name
 
@@ -71,11 +71,11 @@ def test_another_dataset_exports_a_model_set_of_its_own_width_and_classes(wine_m
     sample = json.loads((wine_models / "sample.json").read_text())
     assert len(sample) == 13 and sample[0] == 14.23
     features, target, _ = train.load_data("wine")
-    multiclass = Predictor(wine_models / train.multiclass_model_filename("wine")).load()
+    multiclass = Predictor(train.model_path(wine_models, "wine")).load()
     assert (multiclass.n_features, multiclass.n_classes) == (13, 3)
     assert (multiclass.predict_proba(features).argmax(axis=1) == target).mean() >= 0.95
     for index, name in enumerate(labels.values()):
-        binary = Predictor(wine_models / train.binary_model_filename(name, "wine")).load()
+        binary = Predictor(train.model_path(wine_models, name)).load()
         assert (binary.n_features, binary.n_classes) == (13, 2)
         # Column 0 is P(this class): high for the class's own rows.
         p_this_class = binary.predict_proba(features)[:, 0]

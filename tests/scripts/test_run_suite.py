@@ -145,10 +145,10 @@ def test_the_wine_compose_file_runs_the_same_processes_on_its_own_model_set():
         "service_class_1",
         "service_class_2",
     }
-    assert wine["service_class_2"].env["MODEL_FILEPATH"] == "models/wine/wine_svc_0_class_2.onnx"
+    assert wine["service_class_2"].env["MODEL_REPOSITORY"] == "models/wine"
     assert wine["proxy"].env["SERVICE_CLASS_2"] == "http://127.0.0.1:9103"
     for name in ("api", "job"):
-        assert wine[name].env["MODEL_FILEPATH"] == "models/wine/wine_svc.onnx"
+        assert wine[name].env["MODEL_FILEPATH"] == "models/wine/wine/1/model.onnx"
         assert wine[name].env["LABEL_FILEPATH"] == "models/wine/label.json"
 
 
@@ -156,7 +156,7 @@ def test_make_run_serves_a_users_own_model_set_from_compose_file(tmp_path, wine_
     """COMPOSE_FILE, as compose reads it: the wine file, its models where the test trained them."""
     text = (REPO_ROOT / "docker-compose.wine.yml").read_text()
     compose_file = tmp_path / "docker-compose.yml"
-    compose_file.write_text(text.replace("models/wine/", f"{wine_models}/"))
+    compose_file.write_text(text.replace("models/wine", str(wine_models)))
     ports = {f"CLASS_{index}_PORT": str(free_port()) for index in range(3)}
     stack = start_runner(tmp_path, {"COMPOSE_FILE": str(compose_file), **ports})
     sample = json.loads((wine_models / "sample.json").read_text())

@@ -31,7 +31,8 @@ def test_health(versicolor):
 def test_metadata_names_mode_and_model(versicolor):
     body = httpx.get(versicolor.base_url + "/metadata").json()
     assert body["mode"] == "versicolor"
-    assert body["model_filepath"].endswith("iris_svc_0_versicolor.onnx")
+    assert body["model_filepath"] == "models/versicolor/1/model.onnx"
+    assert body["model_version"] == "1"
     assert body["data_structure"] == "(N, 4)"
 
 
