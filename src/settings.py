@@ -142,6 +142,9 @@ class ProxySettings(CommonSettings):
     )
     # The OIP model that fans out to every class service (src/proxy/v2.py).
     ensemble_name: str = Field("iris", min_length=1)
+    # The bearer token of the model repository routes, forwarded to the services (which
+    # need the same); unset: no such routes.
+    admin_token: SecretStr | None = None
     # Comma-separated service names that must answer; empty (the default): all are soft.
     hard_dependencies: Annotated[tuple[str, ...], NoDecode] = ()
 

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from src import web
 from src.bodies import ValidRowsBody, rows_body_openapi
 from src.oip.routing import include_oip_router
-from src.proxy import v2
+from src.proxy import repository, v2
 from src.proxy.answers import required_failed, services_failed
 from src.proxy.backends import BackendResult, Backends, create_session
 from src.proxy.bodies import class_probabilities
@@ -62,6 +62,8 @@ def create_app(settings: ProxySettings, row_spec: RowSpec) -> FastAPI:
     )
     app.include_router(router)
     include_oip_router(app, v2.router)
+    if settings.admin_token is not None:
+        app.include_router(repository.router)
     return app
 
 
@@ -191,6 +193,7 @@ async def predict_label(body: ValidRowsBody, backends: BackendsDep):
             "prediction": labelled[0],
             "predictions": labelled,
             "unavailable": labels.unavailable,
+            "model_versions": labels.model_versions,
         }
     )
 

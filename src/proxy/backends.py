@@ -64,7 +64,8 @@ CONNECTION_FAILURES = (
 # Failures that say nothing about the service's health: the caller's time ran out (before
 # the call, or cutting its timeout short), or the service refused as overloaded. They
 # never count against its circuit, so load alone cannot open it.
-NO_VERDICT = frozenset({"deadline", "overloaded", "queued"})
+# A 404 is the caller's (an unknown model version), not the service's failing.
+NO_VERDICT = frozenset({"deadline", "overloaded", "queued", "not_found"})
 # Less time than this left: a call is not started (it could not be answered in time).
 MIN_CALL_SECONDS = 0.005
 
@@ -325,6 +326,10 @@ class Backends:
                     )
             if status == 503 and "Retry-After" in headers_in:
                 result = self._failed(service, "overloaded", f"{url} refused: overloaded")
+            elif status == 404:
+                result = replace(
+                    self._failed(service, "not_found", f"HTTP 404 from {url}"), raw=raw
+                )
             elif status != 200:
                 result = self._failed(service, "bad_status", f"HTTP {status} from {url}")
             else:

@@ -1,11 +1,23 @@
 """The proxy's check of class services' answers, with numpy (request bodies: src/bodies.py)."""
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 
-def class_probabilities(body: Any) -> np.ndarray:
+@dataclass(frozen=True)
+class ClassAnswer:
+    """What the proxy uses of a class service's answer: P(class) per row, and the version."""
+
+    p_class: np.ndarray
+    model_version: str | None
+
+    def __len__(self) -> int:
+        return len(self.p_class)
+
+
+def class_probabilities(body: Any) -> ClassAnswer:
     """P(class) per row of a class service's answer; ValueError unless a BinaryPrediction.
 
     Checked with numpy rather than the schema: the proxy reads up to three of these per
@@ -26,4 +38,5 @@ def class_probabilities(body: Any) -> np.ndarray:
         )
     if not (np.isfinite(first).all() and np.isfinite(every).all()):
         raise ValueError("not a BinaryPrediction: a probability is not a finite number")
-    return every[:, 0]
+    version = body.get("model_version")
+    return ClassAnswer(every[:, 0], version if isinstance(version, str) else None)

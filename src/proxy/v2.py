@@ -83,6 +83,8 @@ async def _routed(
     result = await backends.call_one(
         model_name, method, path, content, expect=expect.model_validate, headers=headers
     )
+    if result.error == "not_found":  # e.g. a version the service does not serve: its words
+        return Response(result.raw, status_code=404, media_type="application/json")
     if not result.ok:
         return services_failed(f"service {model_name} failed", {model_name: result})
     if result.header_length is None:
@@ -178,5 +180,58 @@ async def infer(model_name: str, body: InferenceBody, backends: BackendsDep, set
         model_name,
         {name: tensors[name] for name in wanted},
         # The protocol's place for what is not a tensor: the services that did not answer.
-        parameters={"unavailable": labels.unavailable},
+        parameters={"unavailable": labels.unavailable, "model_versions": labels.model_versions},
+    )
+
+
+async def _class_model_version(model_name: str, settings: SettingsDep) -> None:
+    if model_name == settings.ensemble_name:
+        raise HTTPException(
+            status_code=404,
+            detail=f"the ensemble {model_name!r} has no versions; each class model has its own",
+        )
+
+
+KNOWN_CLASS_MODEL = [*KNOWN_MODEL, Depends(_class_model_version)]
+
+
+@router.get(
+    "/models/{model_name}/versions/{model_version}",
+    response_model=ModelMetadata,
+    responses={**UNKNOWN_MODEL, **UNAVAILABLE},
+    dependencies=KNOWN_CLASS_MODEL,
+)
+async def model_version_metadata(model_name: str, model_version: str, backends: BackendsDep):
+    return await _routed(backends, model_name, "GET", f"/versions/{model_version}", ModelMetadata)
+
+
+@router.get(
+    "/models/{model_name}/versions/{model_version}/ready",
+    response_model=ModelReady,
+    responses={**UNKNOWN_MODEL, **UNAVAILABLE},
+    dependencies=KNOWN_CLASS_MODEL,
+)
+async def model_version_ready(model_name: str, model_version: str, backends: BackendsDep):
+    suffix = f"/versions/{model_version}/ready"
+    return await _routed(backends, model_name, "GET", suffix, ModelReady)
+
+
+@router.post(
+    "/models/{model_name}/versions/{model_version}/infer",
+    response_model=InferenceResponse,
+    response_model_exclude_none=True,
+    responses={**BAD_TENSOR, **UNKNOWN_MODEL, **UNAVAILABLE},
+    dependencies=KNOWN_CLASS_MODEL,
+    openapi_extra=inference_openapi(),
+)
+async def model_version_infer(
+    model_name: str, model_version: str, body: InferenceBody, backends: BackendsDep
+):
+    try:
+        selected_outputs(body.request, [CLASS_OUTPUT_METADATA.name])
+    except TensorError as error:
+        raise HTTPException(status_code=400, detail=str(error)) from None
+    suffix = f"/versions/{model_version}/infer"
+    return await _routed(
+        backends, model_name, "POST", suffix, InferenceResponse, body.raw, body.header_length
     )

@@ -39,7 +39,7 @@ def create_app(
     app.include_router(router)
     include_oip_router(app, v2.router)
     if settings.admin_token is not None:
-        include_oip_router(app, repository.router)
+        app.include_router(repository.router)
     return app
 
 

@@ -5,6 +5,8 @@ the newest (or MODEL_VERSION) and swaps it in with nothing dropped; `.../unload`
 serving it. Operator-only: served only with ADMIN_TOKEN set, and only with its token.
 """
 
+import logging
+
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
 
@@ -15,6 +17,7 @@ from src.oip.routing import UNKNOWN_MODEL, OipRoute
 from src.services.dependencies import ModelSlotDep, SettingsDep
 from src.web import error_responses
 
+logger = logging.getLogger(__name__)
 router = APIRouter(
     prefix="/v2/repository",
     route_class=OipRoute,
@@ -84,6 +87,7 @@ async def load(model_name: str, settings: SettingsDep, slot: ModelSlotDep) -> Lo
     try:
         served = await slot.load()
     except ModelLoadError as error:
+        logger.warning("load of %s refused, the old version still serves: %s", model_name, error)
         raise HTTPException(status_code=400, detail=f"not loaded: {error}") from None
     return LoadedModel(name=served.name, version=served.version)
 

@@ -80,7 +80,7 @@ async def ready(slot: ModelSlotDep) -> ServerReady:
     return ServerReady(ready=slot.loaded is not None)
 
 
-@_model_route("GET", response_model=ModelMetadata)
+@_model_route("GET", response_model=ModelMetadata, response_model_exclude_none=True)
 async def model_metadata(served: ServedModelDep, row_spec: RowSpecDep) -> ModelMetadata:
     return ModelMetadata(
         name=served.name,

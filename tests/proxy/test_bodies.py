@@ -7,7 +7,9 @@ from src.proxy.bodies import class_probabilities
 
 def test_class_probabilities_are_column_0_of_a_binary_prediction():
     body = {"prediction": [0.9, 0.1], "predictions": [[0.9, 0.1], [0.2, 0.8]]}
-    assert class_probabilities(body).tolist() == [0.9, 0.2]
+    answer = class_probabilities(body)
+    assert answer.p_class.tolist() == [0.9, 0.2] and answer.model_version is None
+    assert class_probabilities({**body, "model_version": "3"}).model_version == "3"
 
 
 @pytest.mark.parametrize(
