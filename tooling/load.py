@@ -3,7 +3,8 @@
 `concurrency` clients each send POST /predict/label, one after the other, until stopped.
 An answer is degraded when it is a 200 that names an unavailable class service, failed
 when it is anything but a 200 (or no answer at all). Used by the replica tests, the swarm
-tier and bench/bench_swarm.py.
+tier and bench/bench_swarm.py. After `expect_version(service, version)`, an answer to a
+request sent since that names another version of `service` is counted `stale` (rollouts).
 """
 
 import asyncio
@@ -21,6 +22,7 @@ class Counts:
     ok: int = 0
     degraded: int = 0
     failed: int = 0
+    stale: int = 0
     # The first few problems, to say what went wrong.
     problems: list[str] = field(default_factory=list)
 
@@ -30,7 +32,10 @@ class Counts:
 
     def __sub__(self, earlier: "Counts") -> "Counts":
         return Counts(
-            self.ok - earlier.ok, self.degraded - earlier.degraded, self.failed - earlier.failed
+            self.ok - earlier.ok,
+            self.degraded - earlier.degraded,
+            self.failed - earlier.failed,
+            stale=self.stale - earlier.stale,
         )
 
     def share(self, part: int) -> float:
@@ -40,6 +45,7 @@ class Counts:
         return (
             f"{self.total} requests: {self.failed} failed, {self.degraded} degraded "
             f"({100 * self.share(self.degraded):.3f}%)"
+            + (f", {self.stale} naming an older version" if self.stale else "")
         )
 
 
@@ -51,6 +57,8 @@ class Load:
         self.concurrency = concurrency
         self.timeout = timeout
         self._counts = Counts()
+        # (service, version, since): answers to requests sent after `since` must name it.
+        self._expected: tuple[str, str, float] | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
 
@@ -68,7 +76,17 @@ class Load:
 
     def counts(self) -> Counts:
         counts = self._counts
-        return Counts(counts.ok, counts.degraded, counts.failed, list(counts.problems))
+        return Counts(
+            counts.ok,
+            counts.degraded,
+            counts.failed,
+            stale=counts.stale,
+            problems=list(counts.problems),
+        )
+
+    def expect_version(self, service: str, version: str) -> None:
+        """From now on, every answer must name `version` as `service`'s model version."""
+        self._expected = (service, version, time.monotonic())
 
     def wait_for_requests(self, count: int, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
@@ -85,6 +103,7 @@ class Load:
 
     async def _client(self, session: aiohttp.ClientSession) -> None:
         while not self._stop.is_set():
+            sent = time.monotonic()
             try:
                 async with session.post(self.url, json={"data": ROWS}) as response:
                     body = await response.json(content_type=None)
@@ -95,8 +114,18 @@ class Load:
                     self._note(f"degraded: {body['unavailable']}")
                 else:
                     self._counts.ok += 1
+                    self._check_version(body, sent)
             except (aiohttp.ClientError, TimeoutError, ValueError) as error:
                 self._failed(f"{type(error).__name__}: {error}")
+
+    def _check_version(self, body: dict, sent: float) -> None:
+        if self._expected is None:
+            return
+        service, version, since = self._expected
+        named = body.get("model_versions", {}).get(service)
+        if sent > since and named != version:
+            self._counts.stale += 1
+            self._note(f"{service} version {named} after the load of {version}")
 
     def _failed(self, problem: str) -> None:
         self._counts.failed += 1

@@ -20,8 +20,8 @@ from src.oip.schemas import (
     input_metadata,
     selected_outputs,
 )
-from src.services.dependencies import ModelSlotDep, ServedModelDep, SettingsDep
-from src.web import RowSpecDep
+from src.services.dependencies import ServedModelDep, SettingsDep
+from src.web import RowSpecDep, error_responses
 
 OUTPUT_NAME = CLASS_OUTPUT_METADATA.name
 SERVER_NAME = "class-service"
@@ -74,10 +74,14 @@ def _model_route(method: str, suffix: str = "", **options) -> Callable:
     return register
 
 
-@router.get("/health/ready", response_model=ServerReady)
-async def ready(slot: ModelSlotDep) -> ServerReady:
+NOT_READY = error_responses(503, descriptions={503: "the model is unloaded"})
+
+
+# Not ready is a 503, as clients read it (tritonclient's is_*_ready look at the status).
+@router.get("/health/ready", response_model=ServerReady, responses=NOT_READY)
+async def ready(served: ServedModelDep) -> ServerReady:
     # `__main__` loads the model before it serves; only an unload makes it not ready.
-    return ServerReady(ready=slot.loaded is not None)
+    return ServerReady(ready=True)
 
 
 @_model_route("GET", response_model=ModelMetadata, response_model_exclude_none=True)
@@ -91,9 +95,9 @@ async def model_metadata(served: ServedModelDep, row_spec: RowSpecDep) -> ModelM
     )
 
 
-@_model_route("GET", "/ready", response_model=ModelReady)
-async def model_ready(settings: SettingsDep, slot: ModelSlotDep) -> ModelReady:
-    return ModelReady(name=settings.mode, ready=slot.loaded is not None)
+@_model_route("GET", "/ready", response_model=ModelReady, responses=NOT_READY)
+async def model_ready(served: ServedModelDep) -> ModelReady:
+    return ModelReady(name=served.name, ready=True)
 
 
 @_model_route(
