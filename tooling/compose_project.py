@@ -193,6 +193,8 @@ def project_settings() -> dict[str, str]:
         # Passes every second, so the stack suite's batch test is scored quickly, and small
         # chunks on two threads, so a pass over 100,000 items lasts long enough to be killed.
         BATCH_WAIT_TIME="1",
+        # The model repository routes (proxy and class services) are on, with a fresh token.
+        ADMIN_TOKEN=secrets.token_hex(16),
         CHUNK_SIZE="500",
         WORKER_THREADS="2",
         # Its own tag: the developer's ml-serving-patterns/*:latest images stay as they are,
