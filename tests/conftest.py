@@ -1,5 +1,7 @@
 """Fixtures shared by every test folder."""
 
+from pathlib import Path
+
 import pytest
 
 from tests.batch_support import sqlite_starter
@@ -33,3 +35,14 @@ def sqlite_api(tmp_path_factory):
     """`python -m src.api` on a migrated SQLite file, shared by a module."""
     with sqlite_starter(tmp_path_factory.mktemp("sqlite-api")) as (url, starter):
         yield starter.start_http("api", ["src.api"], {"DATABASE_URL": url})
+
+
+@pytest.fixture(scope="session")
+def wine_models(tmp_path_factory) -> Path:
+    """The wine model set, trained once per session: wine_svc.onnx (13 features, 3 classes),
+    the binary wine_svc_0_class_N.onnx, label.json and sample.json; returns its folder."""
+    from src.ml.train import train_all
+
+    directory = tmp_path_factory.mktemp("wine-models")
+    train_all(directory, "wine")
+    return directory

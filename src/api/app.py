@@ -72,9 +72,7 @@ def load_batch_model(settings: ApiSettings) -> BatchModel:
     """
     labels = load_labels(settings.label_filepath)
     predictor = Predictor(settings.model_filepath).load()
-    predictor.require_classes(
-        len(labels), f"label file {settings.label_filepath} ({len(labels)} classes)"
-    )
+    predictor.require_classes(len(labels), f"label file {settings.label_filepath}")
     sample = load_sample(settings.label_filepath, predictor.n_features)
     return BatchModel(RowSpec.of_width(predictor.n_features, sample), labels)
 

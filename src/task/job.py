@@ -217,9 +217,7 @@ def load_job_predictor(settings: JobSettings) -> Predictor:
     return (
         Predictor(settings.model_filepath)
         .load()
-        .require_classes(
-            len(labels), f"label file {settings.label_filepath} ({len(labels)} classes)"
-        )
+        .require_classes(len(labels), f"label file {settings.label_filepath}")
     )
 
 
