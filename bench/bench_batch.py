@@ -54,6 +54,7 @@ from bench.plots import RESULTS_DIR, plot_backlog_sweep
 from src.db import queries, retention
 from src.db.engine import create_db_engine, write_transaction
 from src.db.migrate import upgrade
+from src.db.packing import pack_rows, unpack_rows
 from src.ml.predictor import Predictor
 from tooling.mysql_server import connect, mysql_server_url
 from tooling.processes import REPO_ROOT, ProcessStarter, free_port, wait_until_healthy
@@ -141,16 +142,12 @@ def time_floor(server: URL, database: str, items: int) -> float:
         )
         connection.commit()
         started = time.perf_counter()
-        cursor.execute(
-            "SELECT id, sepal_length, sepal_width, petal_length, petal_width"
-            " FROM items ORDER BY id LIMIT %s",
-            (items,),
-        )
+        cursor.execute("SELECT id, data FROM items ORDER BY id LIMIT %s", (items,))
         rows = cursor.fetchall()
+        (probabilities,) = pack_rows([[0.25, 0.25, 0.5]])
         cursor.executemany(
-            "INSERT INTO floor_predictions (item_id, probability_0, probability_1, probability_2)"
-            " VALUES (%s, %s, %s, %s)",
-            [(row[0], 0.25, 0.25, 0.5) for row in rows],
+            "INSERT INTO floor_predictions (item_id, probabilities) VALUES (%s, %s)",
+            [(row[0], probabilities) for row in rows],
         )
         connection.commit()
         return time.perf_counter() - started
@@ -165,9 +162,7 @@ def time_per_item(database_url: str, sample: int, model_path: Path) -> float:
     started = time.perf_counter()
     unscored = queries.list_items(engine, "unpredicted", limit=sample, after_id=item_ids[0] - 1)
     for row in unscored:
-        features = np.array(
-            [[row.sepal_length, row.sepal_width, row.petal_length, row.petal_width]]
-        )
+        features = unpack_rows([row.data], predictor.n_features)
         probabilities = predictor.predict_proba(features)
         with write_transaction(engine) as connection:
             queries.insert_predictions(connection, [row.id], probabilities)
@@ -197,37 +192,32 @@ def seed_items(server: URL, database: str, count: int, scored: bool) -> float:
     started = time.perf_counter()
     flag = 1 if scored else 0
     with connect(server, database) as connection, connection.cursor() as cursor:
-        rows = [
-            (
-                index + 1,
+        first = min(count, 10_000)
+        features = [
+            [
                 4.3 + index % 36 / 10,
                 2.0 + index % 24 / 10,
                 1.0 + index % 59 / 10,
                 0.1 + index % 25 / 10,
-                flag,
-            )
-            for index in range(min(count, 10_000))
+            ]
+            for index in range(first)
         ]
-        cursor.executemany(
-            "INSERT INTO items (id, sepal_length, sepal_width, petal_length, petal_width, scored)"
-            " VALUES (%s, %s, %s, %s, %s, %s)",
-            rows,
-        )
+        rows = [(index + 1, data, flag) for index, data in enumerate(pack_rows(features))]
+        cursor.executemany("INSERT INTO items (id, data, scored) VALUES (%s, %s, %s)", rows)
         stored = len(rows)
         while stored < count:
             batch = min(stored, count - stored)
             cursor.execute(
-                "INSERT INTO items (id, sepal_length, sepal_width, petal_length, petal_width,"
-                " scored) SELECT id + %s, sepal_length, sepal_width, petal_length, petal_width,"
-                " scored FROM items WHERE id <= %s",
+                "INSERT INTO items (id, data, scored) SELECT id + %s, data, scored FROM items"
+                " WHERE id <= %s",
                 (stored, batch),
             )
             connection.commit()
             stored += batch
         if scored:
             cursor.execute(
-                "INSERT INTO predictions (item_id, probability_0, probability_1, probability_2)"
-                " SELECT id, 0.2, 0.3, 0.5 FROM items"
+                "INSERT INTO predictions (item_id, probabilities) SELECT id, %s FROM items",
+                pack_rows([[0.2, 0.3, 0.5]]),
             )
         cursor.execute("UPDATE id_blocks SET next_id = %s WHERE name = 'items'", (count + 1,))
         connection.commit()

@@ -275,6 +275,8 @@ class ApiSettings(DatabaseSettings):
     process_name: ClassVar[str] = "batch API"
 
     port: int = 8000
+    # The job's model: the API reads its row width and class count, never scores with it.
+    model_filepath: Path = MODELS_DIR / "iris" / "1" / "model.onnx"
     label_filepath: Path = DEFAULT_LABEL_FILEPATH
     idempotency_ttl_seconds: float = Field(
         86_400, gt=0, description="seconds an Idempotency-Key answers with its first ids"

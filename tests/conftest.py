@@ -1,5 +1,7 @@
 """Fixtures shared by every test folder."""
 
+from pathlib import Path
+
 import pytest
 
 from src.ml.train import train_all
@@ -37,8 +39,9 @@ def sqlite_api(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def wine_models(tmp_path_factory):
-    """A second model set, of another width and class count: wine (13 features, 3 classes)."""
+def wine_models(tmp_path_factory) -> Path:
+    """The wine model set (13 features, 3 classes), trained once per session into a model
+    repository: wine/1/model.onnx, class_N/1/model.onnx, label.json, sample.json."""
     folder = tmp_path_factory.mktemp("wine-models")
     train_all(folder, "wine")
     return folder

@@ -8,7 +8,7 @@ happens here: POST /predict stores the rows and answers at once; the job
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
@@ -22,22 +22,20 @@ from src import web
 from src.bodies import ValidRowsBody, json_response, rows_body_openapi
 from src.db import queries, submissions
 from src.db.engine import create_db_engine, ping
-from src.db.tables import FEATURE_COLUMNS, PROBABILITY_COLUMNS
-from src.errors import ModelLoadError
-from src.ml.predictor import load_labels
+from src.db.packing import unpack_row
+from src.ml.predictor import Predictor, load_labels, load_sample
 from src.observability import request_id_var
 from src.schemas import (
-    N_FEATURES,
-    SAMPLE_ROW,
     HealthResponse,
     ItemPage,
     ItemPrediction,
     ItemRecord,
     RegisteredItems,
+    RowSpec,
     SubmissionStatus,
 )
 from src.settings import ApiSettings
-from src.web import BODY_ERRORS, error_response, error_responses, get_settings
+from src.web import BODY_ERRORS, RowSpecDep, error_response, error_responses, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -54,15 +52,29 @@ BACKLOG_REFUSALS = Counter("api_backlog_refusals_total", "POST /predict refused:
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 
-def load_batch_labels(label_path: Path) -> list[str]:
-    """The class names, one per probability column of the predictions table."""
-    labels = load_labels(label_path)
-    if len(labels) != len(PROBABILITY_COLUMNS):
-        raise ModelLoadError(
-            f"{label_path} names {len(labels)} classes; the predictions table stores "
-            f"{len(PROBABILITY_COLUMNS)}"
-        )
-    return labels
+@dataclass(frozen=True)
+class BatchModel:
+    """What the API knows of the model the job scores with: its rows and its classes."""
+
+    row_spec: RowSpec
+    labels: list[str]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.labels)
+
+
+def load_batch_model(settings: ApiSettings) -> BatchModel:
+    """MODEL_FILEPATH's width F and class count K, checked against LABEL_FILEPATH.
+
+    The model is loaded once, to read F and K from the file the way the job will; the
+    API itself never scores, so the session is dropped. ModelLoadError when they differ.
+    """
+    labels = load_labels(settings.label_filepath)
+    predictor = Predictor(settings.model_filepath).load()
+    predictor.require_classes(len(labels), f"label file {settings.label_filepath}")
+    sample = load_sample(settings.label_filepath, predictor.n_features)
+    return BatchModel(RowSpec.of_width(predictor.n_features, sample), labels)
 
 
 @asynccontextmanager
@@ -75,15 +87,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine.dispose()
 
 
-def create_app(settings: ApiSettings) -> FastAPI:
-    """The batch API's app; raises ModelLoadError when the label file does not fit the tables."""
+def create_app(settings: ApiSettings, model: BatchModel | None = None) -> FastAPI:
+    """The batch API's app for `model` (loaded from the settings when not given).
+
+    Raises ModelLoadError when the model or label file is unusable or they disagree.
+    """
+    model = model or load_batch_model(settings)
     app = web.create_app(
         "batch API",
         settings,
         lifespan,
-        description="Registers rows for the batch job to score; serves the predictions by id.",
+        description=(
+            f"Registers {model.row_spec.description} for the batch job to score into "
+            f"{model.n_classes} classes; serves the predictions by id."
+        ),
+        row_spec=model.row_spec,
     )
-    app.state.labels = load_batch_labels(settings.label_filepath)
+    app.state.labels = model.labels
     app.add_exception_handler(SQLAlchemyError, _database_unavailable)
     app.include_router(router)
     return app
@@ -170,8 +190,8 @@ async def _database_unavailable(request: Request, exc: SQLAlchemyError) -> JSONR
 def _probabilities(row: Row, labels: list[str]) -> dict[str, float] | None:
     if row.scored_item_id is None:
         return None
-    columns = zip(labels, PROBABILITY_COLUMNS, strict=True)
-    return {label: getattr(row, column) for label, column in columns}
+    # strict: a prediction of another class count fails loudly, never pairs wrong names.
+    return dict(zip(labels, unpack_row(row.probabilities), strict=True))
 
 
 def _best_label(probabilities: dict[str, float]) -> str:
@@ -182,7 +202,7 @@ def _record(row: Row, labels: list[str]) -> ItemRecord:
     probabilities = _probabilities(row, labels)
     return ItemRecord(
         id=row.id,
-        data=[getattr(row, column) for column in FEATURE_COLUMNS],
+        data=unpack_row(row.data),
         created_at=row.created_at.isoformat(),
         prediction=probabilities,
         label=_best_label(probabilities) if probabilities else None,
@@ -206,11 +226,14 @@ def health(engine: EngineDep) -> HealthResponse | JSONResponse:
 
 
 @router.get("/metadata")
-def metadata(settings: SettingsDep, labels: LabelsDep, engine: EngineDep) -> dict:
+def metadata(
+    settings: SettingsDep, labels: LabelsDep, row_spec: RowSpecDep, engine: EngineDep
+) -> dict:
     return {
+        "model_filepath": str(settings.model_filepath),
         "data_type": "float32",
-        "data_structure": f"(N, {N_FEATURES})",
-        "data_sample": [SAMPLE_ROW],
+        "data_structure": row_spec.structure,
+        "data_sample": [row_spec.sample],
         "prediction_type": "float32",
         "prediction_structure": f"(N, {len(labels)}): one probability per label",
         "labels": labels,
@@ -248,7 +271,7 @@ def register(
 ) -> Response:
     # A plain `def`: FastAPI runs it in a worker thread, so the blocking insert
     # does not hold up the event loop.
-    rows = body.rows.tolist()
+    rows = body.rows
     if idempotency_key is None:
         _refuse_past_max_backlog(engine, settings)
         registered = submissions.register(engine, rows)

@@ -14,14 +14,8 @@ from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from src.db.engine import is_mysql, write_transaction
-from src.db.tables import (
-    FEATURE_COLUMNS,
-    ITEMS_SEQUENCE,
-    PROBABILITY_COLUMNS,
-    id_blocks,
-    items,
-    predictions,
-)
+from src.db.packing import pack_rows
+from src.db.tables import ITEMS_SEQUENCE, id_blocks, items, predictions
 
 # The URL words of the original pattern (`/data/predicted`, `/data/unpredicted`) for
 # what the code calls scored and unscored items.
@@ -62,29 +56,29 @@ def _allocate_item_ids(engine: Engine, count: int) -> int:
     return next_id - count
 
 
-def insert_items(engine: Engine, rows: Sequence[Sequence[float]]) -> list[int]:
+def item_values(first_id: int, rows: np.ndarray | Sequence[Sequence[float]]) -> list[dict]:
+    """The items rows of `rows` (ids from `first_id` on), for one bulk INSERT."""
+    return [{"id": first_id + index, "data": data} for index, data in enumerate(pack_rows(rows))]
+
+
+def insert_items(engine: Engine, rows: np.ndarray | Sequence[Sequence[float]]) -> list[int]:
     """Store one unscored item per row, all in one transaction; returns their ids in order."""
-    if not rows:
+    if len(rows) == 0:
         return []
     first_id = _allocate_item_ids(engine, len(rows))
-    item_ids = list(range(first_id, first_id + len(rows)))
-    values = [
-        dict(zip(FEATURE_COLUMNS, row, strict=True), id=item_id)
-        for item_id, row in zip(item_ids, rows, strict=True)
-    ]
     with write_transaction(engine) as connection:
         # A list of parameter sets is one executemany, which pymysql sends as multi-row INSERTs.
-        connection.execute(insert(items), values)
-    return item_ids
+        connection.execute(insert(items), item_values(first_id, rows))
+    return list(range(first_id, first_id + len(rows)))
 
 
 def _items_with_predictions() -> Select:
     return select(
         items.c.id,
-        *(items.c[name] for name in FEATURE_COLUMNS),
+        items.c.data,
         items.c.created_at,
         predictions.c.item_id.label("scored_item_id"),
-        *(predictions.c[name] for name in PROBABILITY_COLUMNS),
+        predictions.c.probabilities,
     ).outerjoin_from(items, predictions, predictions.c.item_id == items.c.id)
 
 
@@ -137,7 +131,7 @@ def claim_unscored(
 
 def claim_query(after_id: int, limit: int, last_id: int | None = None) -> Select:
     """The SELECT of one claim (see `claim_unscored`), without its lock; up to `last_id`."""
-    query = select(items.c.id, *(items.c[name] for name in FEATURE_COLUMNS))
+    query = select(items.c.id, items.c.data)
     if last_id is not None:
         query = query.where(items.c.id <= last_id)
     query = _by_state(query.where(items.c.id > after_id), scored=False)
@@ -158,10 +152,9 @@ def insert_predictions(
     """
     if not item_ids:
         return
-    # Plain Python floats: pymysql would quote numpy scalars as strings.
     values = [
-        dict(zip(PROBABILITY_COLUMNS, row, strict=True), item_id=item_id)
-        for item_id, row in zip(item_ids, probabilities.astype(float).tolist(), strict=True)
+        {"item_id": item_id, "probabilities": packed}
+        for item_id, packed in zip(item_ids, pack_rows(probabilities), strict=True)
     ]
     if is_mysql(connection):
         statement = mysql_insert(predictions).on_duplicate_key_update(item_id=predictions.c.item_id)

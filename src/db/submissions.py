@@ -20,14 +20,22 @@ from sqlalchemy import Connection, Engine, Row, and_, func, insert, select, upda
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from src.db.engine import write_transaction
-from src.db.queries import _allocate_item_ids, _by_state, _items_with_predictions, database_now
+from src.db.queries import (
+    _allocate_item_ids,
+    _by_state,
+    _items_with_predictions,
+    database_now,
+    item_values,
+)
 from src.db.retry import is_lock_conflict
-from src.db.tables import FEATURE_COLUMNS, idempotency_keys, items, predictions, submissions
+from src.db.tables import idempotency_keys, items, predictions, submissions
 
 # Three requests with one key can deadlock on MySQL when the first rolls back (both
 # waiters then want the row); the loser retries and finds the key stored.
 KEY_ATTEMPTS = 3
 STAMP_CHUNK = 1000
+# What a POST stores: a (rows, F) array as the API validated it, or lists of numbers.
+Rows = np.ndarray | Sequence[Sequence[float]]
 
 
 @dataclass(frozen=True)
@@ -47,7 +55,7 @@ class KeyReusedError(Exception):
         )
 
 
-def request_hash(rows: Sequence[Sequence[float]]) -> str:
+def request_hash(rows: Rows) -> str:
     """SHA-256 of the rows as float64: 5 and 5.0, or other spacing, give one hash."""
     return hashlib.sha256(np.asarray(rows, dtype=np.float64).tobytes()).hexdigest()
 
@@ -56,17 +64,13 @@ def _item_ids(submission_id: int, count: int) -> list[int]:
     return list(range(submission_id, submission_id + count))
 
 
-def _store(connection: Connection, first_id: int, rows: Sequence[Sequence[float]]) -> None:
+def _store(connection: Connection, first_id: int, rows: Rows) -> None:
     connection.execute(insert(submissions).values(id=first_id, item_count=len(rows)))
-    values = [
-        dict(zip(FEATURE_COLUMNS, row, strict=True), id=first_id + index)
-        for index, row in enumerate(rows)
-    ]
     # A list of parameter sets is one executemany, which pymysql sends as multi-row INSERTs.
-    connection.execute(insert(items), values)
+    connection.execute(insert(items), item_values(first_id, rows))
 
 
-def register(engine: Engine, rows: Sequence[Sequence[float]]) -> Registered:
+def register(engine: Engine, rows: Rows) -> Registered:
     """Store one submission of unscored items, in one transaction."""
     first_id = _allocate_item_ids(engine, len(rows))
     with write_transaction(engine) as connection:
@@ -110,7 +114,7 @@ def _claim_key(connection: Connection, key: str, digest: str, first_id: int, cou
 
 def register_once(
     engine: Engine,
-    rows: Sequence[Sequence[float]],
+    rows: Rows,
     key: str,
     ttl_seconds: float,
     before_storing: Callable[[], None] = lambda: None,

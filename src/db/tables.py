@@ -10,6 +10,11 @@ first item's id) on, so a submission's counts and pages are ranges of the indexe
 `idempotency_keys.key` is the primary key: of two requests with one key, the database
 lets exactly one insert it (src/db/submissions.py).
 
+Rows of any width: an item's numbers and a prediction's probabilities are packed
+float64 blobs (src/db/packing.py), so one schema holds any model's rows; `model_layout`
+records the width and class count the database was filled for, and a process whose model
+differs refuses to start (src/db/layout.py).
+
 This is the schema of the newest migration (src/db/migrations): a change here needs a
 new revision too (tests/db/test_migrations.py compares the two).
 """
@@ -19,10 +24,10 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
-    Double,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -30,11 +35,6 @@ from sqlalchemy import (
     text,
 )
 
-# The four iris measurements, in the order of a request row.
-FEATURE_COLUMNS = ("sepal_length", "sepal_width", "petal_length", "petal_width")
-# One probability per class, in the model's output order (label.json maps index -> name).
-N_CLASSES = 3
-PROBABILITY_COLUMNS = tuple(f"probability_{index}" for index in range(N_CLASSES))
 ITEMS_SEQUENCE = "items"
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY, not a BIGINT one.
@@ -46,7 +46,8 @@ items = Table(
     "items",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    *(Column(name, Double(), nullable=False) for name in FEATURE_COLUMNS),
+    # The request row's F numbers as sent (float64, little-endian): 8 * F bytes.
+    Column("data", LargeBinary(), nullable=False),
     Column("created_at", DateTime(), nullable=False, server_default=func.now()),
     # False until the job stores the item's prediction (in the same transaction).
     Column("scored", Boolean(create_constraint=False), nullable=False, server_default=text("0")),
@@ -67,7 +68,8 @@ predictions = Table(
         nullable=False,
         unique=True,
     ),
-    *(Column(name, Double(), nullable=False) for name in PROBABILITY_COLUMNS),
+    # K probabilities in the model's output order (label.json maps index -> name).
+    Column("probabilities", LargeBinary(), nullable=False),
     Column("created_at", DateTime(), nullable=False, server_default=func.now()),
     mysql_engine="InnoDB",
 )
@@ -111,5 +113,17 @@ idempotency_keys = Table(
     Column("created_at", DateTime(), nullable=False),
     Column("expires_at", DateTime(), nullable=False),
     Index("ix_idempotency_keys_expires_at", "expires_at"),
+    mysql_engine="InnoDB",
+)
+
+# One row (id 1) once a process has served this database: the model's row width and
+# class count. Stored rows of another width would be misread, so another model is refused.
+model_layout = Table(
+    "model_layout",
+    metadata,
+    Column("id", Integer(), primary_key=True, autoincrement=False),
+    Column("n_features", Integer(), nullable=False),
+    Column("n_classes", Integer(), nullable=False),
+    Column("created_at", DateTime(), nullable=False, server_default=func.now()),
     mysql_engine="InnoDB",
 )

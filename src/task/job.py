@@ -18,23 +18,22 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-import numpy as np
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from sqlalchemy import Engine
 
 from src.db import queries, retention
 from src.db.engine import create_db_engine, write_transaction
+from src.db.layout import require_layout
 from src.db.migrate import require_current_schema_when_reachable
+from src.db.packing import unpack_rows
 from src.db.retry import (
     DATABASE_DOWN_ERRORS,
     call_with_db_retry,
     is_lock_conflict,
 )
-from src.db.tables import PROBABILITY_COLUMNS
-from src.errors import ModelLoadError, or_exit
-from src.ml.predictor import Predictor
+from src.errors import or_exit
+from src.ml.predictor import Predictor, load_labels
 from src.observability import configure_logging
-from src.schemas import SAMPLE_ROW
 from src.settings import JobSettings
 
 logger = logging.getLogger(__name__)
@@ -106,8 +105,8 @@ def score_next_chunk(
                 cursor.after_id = rows[-1].id
         if not rows:
             return 0
-        item_ids = [row[0] for row in rows]
-        features = np.array([row[1:] for row in rows], dtype=np.float32)
+        item_ids = [row.id for row in rows]
+        features = unpack_rows([row.data for row in rows], predictor.n_features)
         queries.insert_predictions(connection, item_ids, predictor.predict_proba(features))
     return len(item_ids)
 
@@ -213,15 +212,13 @@ def after_pass(engine: Engine, settings: JobSettings, stop_event: threading.Even
 
 
 def load_job_predictor(settings: JobSettings) -> Predictor:
-    """The 3-class model, checked to give one probability per predictions column."""
-    predictor = Predictor(settings.model_filepath).load()
-    n_classes = predictor.predict_proba(np.asarray([SAMPLE_ROW])).shape[1]
-    if n_classes != len(PROBABILITY_COLUMNS):
-        raise ModelLoadError(
-            f"{settings.model_filepath} gives {n_classes} probabilities per row; "
-            f"the predictions table stores {len(PROBABILITY_COLUMNS)}"
-        )
-    return predictor
+    """The model, checked to give one probability per class of the label file."""
+    labels = load_labels(settings.label_filepath)
+    return (
+        Predictor(settings.model_filepath)
+        .load()
+        .require_classes(len(labels), f"label file {settings.label_filepath}")
+    )
 
 
 def _stop_on_signals(stop_event: threading.Event) -> None:
@@ -265,6 +262,16 @@ def run(settings: JobSettings, predictor: Predictor, once: bool, stop_event: thr
             "job",
             lambda: require_current_schema_when_reachable(
                 engine, migration_wait=settings.migration_wait, **retry_options
+            ),
+        )
+        # Rows of another width would be misread: refused at start-up, recorded if new.
+        or_exit(
+            "job",
+            lambda: require_layout(
+                engine,
+                predictor.n_features,
+                predictor.n_classes,
+                f"model {settings.model_filepath}",
             ),
         )
         # A pass at start-up too, so a restarted job catches up before its first wait.

@@ -233,7 +233,7 @@ def _status(api: RunningProcess, submission_id: int, **params) -> dict:
 def _score_chunks(database_url: str, chunks: int, chunk_size: int) -> None:
     """Score `chunks` chunks with the job's own code, as a pass in progress would."""
     engine = ready_engine(database_url)
-    predictor = Predictor(REPO_ROOT / "models" / "iris_svc.onnx").load()
+    predictor = Predictor(REPO_ROOT / "models" / "iris" / "1" / "model.onnx").load()
     cursor = ChunkCursor()
     for _ in range(chunks):
         assert score_next_chunk(engine, predictor, cursor, chunk_size) == chunk_size

@@ -13,10 +13,12 @@ from sqlalchemy import Engine, inspect, select, text
 
 from src.db import queries, submissions
 from src.db.engine import create_db_engine, write_transaction
+from src.db.layout import require_layout, stored_layout
 from src.db.migrate import SchemaError, downgrade, head_revision, require_current_schema, upgrade
+from src.db.packing import unpack_row
 from src.db.tables import items, metadata, predictions
 from tests.batch_support import count_items, count_predictions, job_env, run_job_once
-from tests.db import legacy_schema
+from tests.db import iris_layout, legacy_schema
 from tooling.processes import free_port, wait_until_healthy
 
 ROW = [5.1, 3.5, 1.4, 0.2]
@@ -84,9 +86,19 @@ def _legacy_database(url: str, count: int, scored: int) -> Engine:
 
 
 def _rows(engine: Engine, table) -> list[tuple]:
+    """Every row of `table` but its `scored` flag, blobs unpacked in place, in id order:
+    the rows of the 0003 layout (4 and 3 named columns) and of today's compare equal."""
     columns = [column for column in table.c if column.name != "scored"]
     with engine.connect() as connection:
-        return [tuple(row) for row in connection.execute(select(*columns).order_by(columns[0]))]
+        rows = connection.execute(select(*columns).order_by(columns[0])).all()
+    return [
+        tuple(
+            part
+            for value in row
+            for part in (unpack_row(value) if isinstance(value, bytes) else [value])
+        )
+        for row in rows
+    ]
 
 
 def test_revision_0001_is_the_schema_of_the_release_before_migrations(database_url):
@@ -252,16 +264,15 @@ def test_current_says_where_the_database_is(database_url, processes):
 def test_a_filled_0002_database_is_upgraded_keeping_every_row(database_url):
     engine = create_db_engine(database_url)
     upgrade(engine, "0002")
-    queries.insert_items(engine, np.random.default_rng(3).uniform(0.1, 8, (2500, 4)).tolist())
-    with write_transaction(engine) as connection:
-        queries.insert_predictions(connection, list(range(1, 1001)), np.full((1000, 3), 1 / 3))
-    tables = (items, predictions)
-    before = {table.name: _rows(engine, table) for table in tables}
+    iris_layout.fill(engine, count=2500, scored=1000)
+    before = {
+        table.name: _rows(engine, table) for table in (iris_layout.items, iris_layout.predictions)
+    }
     scored_before = _rows_with_flags(engine)
 
     upgrade(engine)
     assert _revision(engine) == head_revision()
-    assert {table.name: _rows(engine, table) for table in tables} == before
+    assert {table.name: _rows(engine, table) for table in (items, predictions)} == before
     assert _rows_with_flags(engine) == scored_before
     assert queries.count_backlog(engine) == 1500
     # Items from before belong to no submission; a new POST continues the ids.
@@ -272,6 +283,64 @@ def test_a_filled_0002_database_is_upgraded_keeping_every_row(database_url):
     downgrade(engine, "0002")
     assert not {"submissions", "idempotency_keys"} & set(inspect(engine).get_table_names())
     assert count_items(engine) == 2502
+
+
+@pytest.mark.parametrize("count", [0, 25_000])
+def test_a_filled_0003_database_keeps_every_value_and_id_in_packed_rows(database_url, count):
+    """More rows than one batch of the MySQL path (10,000); every float64 bit for bit."""
+    engine = create_db_engine(database_url)
+    upgrade(engine, "0003")
+    iris_layout.fill(engine, count=count, scored=count * 2 // 5)
+    before = {
+        table.name: _rows(engine, table) for table in (iris_layout.items, iris_layout.predictions)
+    }
+    flags_before = _rows_with_flags(engine)
+    with engine.connect() as connection:
+        blocks_before = connection.execute(text("SELECT name, next_id FROM id_blocks")).all()
+        prediction_ids = connection.execute(text("SELECT MAX(id) FROM predictions")).scalar()
+
+    upgrade(engine)
+    assert _revision(engine) == head_revision()
+    after = {table.name: _rows(engine, table) for table in (items, predictions)}
+    assert after == before
+    # Bit for bit too (== takes -0.0 for 0.0), extremes included (iris_layout.EDGE_VALUES).
+    for table, values in (("items", slice(1, 5)), ("predictions", slice(2, 5))):
+        assert _bits(after[table], values) == _bits(before[table], values), table
+    assert _rows_with_flags(engine) == flags_before
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT name, next_id FROM id_blocks")).all() == (
+            blocks_before
+        )
+    # Recorded as the only layout 0003 could hold; an empty database is left for the first model.
+    assert stored_layout(engine) == ((4, 3) if count else None)
+    # A new POST gets the next ids, the job's next prediction the next prediction id.
+    registered = submissions.register(engine, [ROW, ROW])
+    assert registered.item_ids == [count + 1, count + 2]
+    with write_transaction(engine) as connection:
+        queries.insert_predictions(connection, [count + 1], np.array([[0.5, 0.25, 0.25]]))
+    with engine.connect() as connection:
+        new_id = connection.execute(
+            select(predictions.c.id).where(predictions.c.item_id == count + 1)
+        ).scalar_one()
+    assert new_id == (prediction_ids or 0) + 1
+
+
+def test_downgrade_below_0004_is_refused_for_another_width(database_url):
+    engine = create_db_engine(database_url)
+    upgrade(engine)
+    require_layout(engine, 13, 3, "model wine/1/model.onnx")
+    queries.insert_items(engine, [[1.0] * 13])
+    with pytest.raises(SchemaError, match="holds rows of 13 numbers and 3 classes"):
+        downgrade(engine, "0003")
+    assert _revision(engine) == head_revision()
+    assert count_items(engine) == 1
+    with engine.connect() as connection:
+        data = connection.execute(select(items.c.data)).scalar_one()
+    assert unpack_row(data) == [1.0] * 13
+
+
+def _bits(rows: list[tuple], values: slice) -> bytes:
+    return np.array([row[values] for row in rows], dtype=np.float64).tobytes()
 
 
 def _rows_with_flags(engine: Engine) -> list[tuple]:

@@ -8,6 +8,8 @@ from sqlalchemy import select
 
 from src.db import queries
 from src.db.engine import is_mysql, write_transaction
+from src.db.layout import LayoutError, require_layout, stored_layout
+from src.db.packing import unpack_row, unpack_rows
 from src.db.tables import items, predictions
 from tests.batch_support import count_predictions, ready_engine
 
@@ -29,10 +31,41 @@ def test_insert_items_returns_consecutive_ids_in_row_order(database_url):
     item_ids = queries.insert_items(engine, rows)
     assert item_ids == list(range(1, 2501))
     stored = queries.get_item(engine, 1234)
-    assert [stored.sepal_length, stored.sepal_width, stored.petal_length, stored.petal_width] == (
-        pytest.approx(rows[1233])
-    )
+    # float64: every number exactly as sent.
+    assert unpack_row(stored.data) == rows[1233]
     assert stored.scored_item_id is None
+
+
+def test_rows_of_any_width_are_stored_and_claimed_as_sent(database_url):
+    engine = ready_engine(database_url)
+    rows = np.random.default_rng(1).normal(size=(30, 13))
+    queries.insert_items(engine, rows)
+    with write_transaction(engine) as connection:
+        claimed = queries.claim_unscored(connection, after_id=0, limit=100)
+        features = unpack_rows([row.data for row in claimed], 13)
+        assert features.tobytes() == rows.tobytes()
+        with pytest.raises(ValueError, match=r"stored rows of \[13\] numbers, expected 4"):
+            unpack_rows([row.data for row in claimed], 4)
+        queries.insert_predictions(connection, [1, 2], np.array([[0.1, 0.2, 0.3, 0.4]] * 2))
+    assert unpack_row(queries.get_item(engine, 2).probabilities) == pytest.approx(
+        [0.1, 0.2, 0.3, 0.4]
+    )
+
+
+def test_the_first_model_records_the_layout_and_another_is_refused(database_url):
+    engine = ready_engine(database_url)
+    assert stored_layout(engine) is None
+    require_layout(engine, 13, 3, "model wine.onnx")
+    require_layout(engine, 13, 3, "model wine.onnx")  # the same model again: fine
+    assert stored_layout(engine) == (13, 3)
+    with pytest.raises(
+        LayoutError,
+        match=r"holds rows of 13 numbers scored into 3 classes; model iris.onnx takes 4 and "
+        r"gives 3",
+    ):
+        require_layout(engine, 4, 3, "model iris.onnx")
+    with pytest.raises(LayoutError, match="takes 13 and gives 2"):
+        require_layout(engine, 13, 2, "model binary.onnx")
 
 
 def test_concurrent_posts_get_disjoint_ids(database_url):
@@ -80,7 +113,7 @@ def test_a_second_prediction_for_an_item_is_ignored(database_url):
     with engine.connect() as connection:
         stored = connection.execute(select(predictions)).all()
     assert len(stored) == 1
-    assert stored[0].probability_0 == pytest.approx(0.7)
+    assert unpack_row(stored[0].probabilities)[0] == pytest.approx(0.7)
 
 
 def test_list_items_pages_by_cursor_and_offset(database_url):
@@ -99,7 +132,7 @@ def test_list_items_pages_by_cursor_and_offset(database_url):
     unpredicted = queries.list_items(engine, "unpredicted", limit=100)
     assert [row.id for row in predicted] == list(range(1, 13))
     assert [row.id for row in unpredicted] == list(range(13, 31))
-    assert all(row.probability_0 == pytest.approx(0.5) for row in predicted)
+    assert all(unpack_row(row.probabilities) == [0.5] * 3 for row in predicted)
     assert all(row.scored_item_id is None for row in unpredicted)
 
 

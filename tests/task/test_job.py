@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 
 from src.db import queries
 from src.db.engine import write_transaction
+from src.db.packing import unpack_row
 from src.db.tables import predictions
 from tests.batch_support import (
     TcpRelay,
@@ -73,8 +74,9 @@ def test_probabilities_are_stored_for_every_class(database_url, processes):
     _seed(engine, 50)
     run_job_once(processes, job_env(database_url))
     for row in queries.list_items(engine, "predicted", limit=100):
-        total = row.probability_0 + row.probability_1 + row.probability_2
-        assert total == pytest.approx(1, abs=1e-5)
+        probabilities = unpack_row(row.probabilities)
+        assert len(probabilities) == 3
+        assert sum(probabilities) == pytest.approx(1, abs=1e-5)
 
 
 def test_two_jobs_at_once_score_each_item_exactly_once(database_url, processes):
