@@ -89,7 +89,8 @@ def test_wine_rows_are_stored_scored_and_served_with_the_wine_classes(
         process_name = "api" if name == "iris-api" else "job"
         assert (
             f"{process_name}: cannot start: the database holds rows of 13 numbers scored into "
-            "3 classes; model models/iris/1/model.onnx takes 4 and gives 3: use a database of its own"
+            "3 classes; model models/iris/1/model.onnx takes 4 and gives 3: "
+            "use a database of its own"
         ) in process.log()
         assert "Traceback" not in process.log()
 
