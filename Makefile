@@ -5,7 +5,7 @@ VENV_PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.run-installed
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: run test test-compose test-swarm compose-plugin base-images lint models bench-proxy bench-batch bench-compose bench-swarm results clean
+.PHONY: run test test-compose test-swarm compose-plugin base-images lint models bench-proxy bench-batch bench-compose bench-swarm bench-rollout results clean
 
 $(VENV_PY):
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,9 @@ bench-compose: $(DEV_STAMP)
 
 bench-swarm: $(DEV_STAMP)
 	$(VENV_PY) -m bench.bench_swarm $(BENCH_ARGS)
+
+bench-rollout: $(DEV_STAMP)
+	$(VENV_PY) -m bench.bench_rollout $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache data

@@ -4,16 +4,21 @@ import pytest
 
 from src.api.app import create_app as create_api_app
 from src.ml.predictor import Predictor
+from src.ml.repository import ModelRepository
 from src.proxy.app import create_app as create_proxy_app
-from src.schemas import PredictRequest
+from src.schemas import request_model
 from src.services.app import create_app as create_service_app
+from src.services.models import ServedModel
 from src.settings import ApiSettings, ProxySettings, ServiceSettings
+from tests.bad_inputs import IRIS_ROWS
 
 # Built, not served: no lifespan runs, so no model is loaded and no database is reached.
-proxy_app = create_proxy_app(ProxySettings())
-service_settings = ServiceSettings()
+# With ADMIN_TOKEN, so the operator's routes are documented too.
+proxy_app = create_proxy_app(ProxySettings(admin_token="token"), IRIS_ROWS)
+service_settings = ServiceSettings(admin_token="token")
+_, setosa_path = ModelRepository(service_settings.model_repository).resolve("setosa")
 service_app = create_service_app(
-    service_settings, Predictor(service_settings.resolved_model_filepath())
+    service_settings, ServedModel("setosa", "1", Predictor(setosa_path)), IRIS_ROWS
 )
 api_app = create_api_app(ApiSettings())
 
@@ -79,7 +84,11 @@ def test_routes_that_read_their_body_themselves_declare_the_schema(name):
     for path in ROW_ROUTES[name]:
         body = APPS[name].openapi()["paths"][path]["post"]["requestBody"]
         assert body["required"] is True
-        assert body["content"]["application/json"]["schema"] == PredictRequest.model_json_schema()
+        document = APPS[name].openapi()
+        reference = body["content"]["application/json"]["schema"]["$ref"]
+        assert reference == "#/components/schemas/PredictRequest"
+        iris_request = request_model(IRIS_ROWS).model_json_schema()
+        assert document["components"]["schemas"]["PredictRequest"] == iris_request
 
 
 @pytest.mark.parametrize("name", ["proxy", "service"])
@@ -90,3 +99,12 @@ def test_the_infer_routes_declare_the_inference_request(name):
     schemas = document["components"]["schemas"]
     assert reference == "#/components/schemas/InferenceRequest"
     assert {"InferenceRequest", "RequestInput", "RequestOutput"} <= schemas.keys()
+
+
+@pytest.mark.parametrize("name", ["proxy", "service"])
+def test_the_repository_routes_declare_401(name):
+    paths = [path for _, path, _ in operations(APPS[name]) if path.startswith("/v2/repository")]
+    assert "/v2/repository/models/{model_name}/load" in paths
+    for _, path, operation in operations(APPS[name]):
+        if path.startswith("/v2/repository"):
+            assert "401" in operation["responses"], (name, path)
