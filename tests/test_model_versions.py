@@ -183,3 +183,52 @@ def test_the_proxy_routes_version_paths_and_refuses_them_for_the_ensemble(suite)
     assert httpx.get(proxy + "/v2/models/iris/versions/1").status_code == 404
     # The repository routes are off without ADMIN_TOKEN, on the proxy too.
     assert httpx.post(proxy + "/v2/repository/index").status_code == 404
+
+
+def test_the_proxy_loads_a_version_on_every_replica_of_a_service(processes, tmp_path):
+    repositories = [copy_repository(tmp_path / f"replica-{index}") for index in range(2)]
+    replicas = [
+        processes.start_http(
+            f"setosa-{index}",
+            ["src.services"],
+            {"MODE": "setosa", "MODEL_REPOSITORY": str(repository), "ADMIN_TOKEN": TOKEN},
+        )
+        for index, repository in enumerate(repositories)
+    ]
+    proxy = processes.start_http(
+        "proxy",
+        ["src.proxy"],
+        {
+            "SERVICE_SETOSA": ",".join(replica.base_url for replica in replicas),
+            "ADMIN_TOKEN": TOKEN,
+        },
+    )
+    for repository in repositories:
+        add_version(repository, "setosa", 2, source="setosa")
+    loaded = httpx.post(proxy.base_url + "/v2/repository/models/setosa/load", headers=AUTH)
+    assert loaded.status_code == 200, loaded.text
+    assert sorted(loaded.json()["replicas"]) == sorted(
+        f"127.0.0.1:{replica.port}" for replica in replicas
+    )
+    for replica in replicas:
+        answer = httpx.post(replica.base_url + "/predict", json={"data": [ROW]}).json()
+        assert answer["model_version"] == "2"
+    index = httpx.post(proxy.base_url + "/v2/repository/index", headers=AUTH).json()
+    assert sorted(
+        (entry["replica"], entry["version"], entry["state"]) for entry in index
+    ) == sorted(
+        (f"127.0.0.1:{replica.port}", version, state)
+        for replica in replicas
+        for version, state in (("1", "UNAVAILABLE"), ("2", "READY"))
+    )
+    # One replica without the new version: the call names it; the other serves version 2.
+    add_version(repositories[0], "setosa", 3, source="setosa")
+    partial = httpx.post(proxy.base_url + "/v2/repository/models/setosa/load", headers=AUTH)
+    assert partial.status_code == 200  # each replica loads its newest: 3 and 2
+    versions = {address: body["version"] for address, body in partial.json()["replicas"].items()}
+    assert sorted(versions.values()) == ["2", "3"]
+    refused = httpx.post(
+        proxy.base_url + "/v2/repository/models/setosa/load",
+        headers={"Authorization": "Bearer nope"},
+    )
+    assert refused.status_code == 401
