@@ -8,6 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute, iter_route_contexts
 
+from src.admin import ADMIN_ERRORS, ADMIN_ONLY
 from src.oip.schemas import InferenceRequest, ServerLive, ServerMetadata, example_request
 from src.web import error_responses, validation_error_response
 
@@ -69,6 +70,18 @@ UNKNOWN_MODEL = error_responses(404, descriptions={404: "no model of that name h
 BAD_TENSOR = error_responses(
     400, descriptions={400: "not an inference request this model takes; `error` says why"}
 )
+
+
+def repository_router() -> APIRouter:
+    """The model repository extension's router (/v2/repository): operator-only (src/admin.py)."""
+    return APIRouter(
+        prefix="/v2/repository",
+        route_class=OipRoute,
+        strict_content_type=False,
+        dependencies=ADMIN_ONLY,
+        responses=ADMIN_ERRORS,
+        tags=["Model repository"],
+    )
 
 
 def oip_router(server_name: str) -> APIRouter:

@@ -11,11 +11,10 @@ import logging
 
 import aiohttp
 import orjson
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from src.admin import ADMIN_ERRORS, ADMIN_ONLY
-from src.oip.routing import UNKNOWN_MODEL, OipRoute
+from src.oip.routing import UNKNOWN_MODEL, repository_router
 from src.proxy.backends import Backends
 from src.proxy.dependencies import BackendsDep
 from src.web import error_responses
@@ -24,14 +23,7 @@ logger = logging.getLogger(__name__)
 
 # Loading reads and checks a model file; far longer than an inference call may take.
 REPOSITORY_CALL_SECONDS = 60
-router = APIRouter(
-    prefix="/v2/repository",
-    route_class=OipRoute,
-    strict_content_type=False,
-    dependencies=ADMIN_ONLY,
-    responses=ADMIN_ERRORS,
-    tags=["Model repository"],
-)
+router = repository_router()
 REPLICA_FAILED = error_responses(
     400,
     502,

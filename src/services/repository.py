@@ -7,25 +7,17 @@ serving it. Operator-only: served only with ADMIN_TOKEN set, and only with its t
 
 import logging
 
-from fastapi import APIRouter, HTTPException
+from fastapi import HTTPException
 from pydantic import BaseModel
 
-from src.admin import ADMIN_ERRORS, ADMIN_ONLY
 from src.errors import ModelLoadError
 from src.ml.repository import ModelRepository
-from src.oip.routing import UNKNOWN_MODEL, OipRoute
+from src.oip.routing import UNKNOWN_MODEL, repository_router
 from src.services.dependencies import ModelSlotDep, SettingsDep
 from src.web import error_responses
 
 logger = logging.getLogger(__name__)
-router = APIRouter(
-    prefix="/v2/repository",
-    route_class=OipRoute,
-    strict_content_type=False,
-    dependencies=ADMIN_ONLY,
-    responses=ADMIN_ERRORS,
-    tags=["Model repository"],
-)
+router = repository_router()
 LOAD_FAILED = error_responses(
     400, descriptions={400: "the version did not load or does not fit; the old one still serves"}
 )
