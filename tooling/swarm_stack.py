@@ -57,6 +57,8 @@ def stack_settings(**overrides: str) -> dict[str, str]:
         # whole machine stalls for a second or two at times, which the default 2 s
         # deadline would count against the orchestration the tier measures.
         "BACKEND_TIMEOUT": "5",
+        # The model repository routes, for rolling a model version out on every replica.
+        "ADMIN_TOKEN": secrets.token_hex(16),
     }
     settings.update(overrides)
     return settings

@@ -6,11 +6,15 @@ the proxy's /predict/label (tooling/load.py); an answer is degraded when it name
 unavailable class, failed when it is not a 200.
 """
 
+import shutil
+
 import httpx
 import pytest
 
 from tooling import swarm_scenarios as scenarios
 from tooling.swarm_scenarios import SERVICE_IMAGE, UNSCORED_SQL
+from tooling.load import Load
+from tooling.processes import REPO_ROOT
 from tooling.swarm_stack import CLASS_SERVICES, IMAGE_TAG
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
@@ -81,6 +85,30 @@ def test_calls_are_shared_evenly_between_the_replicas(stack):
     print(f"share of virginica's calls per replica: {shares}")
     assert len(shares) == 2
     assert min(shares.values()) >= 0.4
+
+
+def test_a_model_version_rolls_out_on_every_replica_under_load(stack, tmp_path):
+    """Version 2 copied into both virginica replicas, loaded on both by one proxy call."""
+    version = tmp_path / "2"
+    version.mkdir()
+    shutil.copy(REPO_ROOT / "models" / "virginica" / "1" / "model.onnx", version / "model.onnx")
+    containers = stack.running_containers("service_virginica")
+    assert len(containers) == 2, stack.status()
+    for container in containers:
+        stack.docker("cp", str(version), f"{container}:/app/models/virginica/")
+    auth = {"Authorization": f"Bearer {stack.settings['ADMIN_TOKEN']}"}
+    with Load(stack.proxy_url, CONCURRENCY) as load:
+        load.wait_for_requests(300)
+        rollout = httpx.post(
+            stack.proxy_url + "/v2/repository/models/virginica/load", headers=auth, timeout=120
+        )
+        assert rollout.status_code == 200, rollout.text
+        assert [body["version"] for body in rollout.json()["replicas"].values()] == ["2", "2"]
+        load.expect_version("virginica", "2")
+        load.wait_for_requests(load.counts().total + SETTLE_REQUESTS)
+        counts = load.stop()
+    print(f"model version 2 on both virginica replicas: {counts}")
+    assert counts.failed == 0 and counts.degraded == 0 and counts.stale == 0, counts.problems
 
 
 def test_two_job_replicas_share_a_backlog_and_score_it_exactly_once(stack):
