@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from tooling import swarm_scenarios as scenarios
-from tooling.swarm_scenarios import SERVICE_IMAGE, UNSCORED_SQL
 from tooling.load import Load
 from tooling.processes import REPO_ROOT
+from tooling.swarm_scenarios import SERVICE_IMAGE, UNSCORED_SQL
 from tooling.swarm_stack import CLASS_SERVICES, IMAGE_TAG
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
