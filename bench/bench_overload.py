@@ -9,6 +9,13 @@ same suite of `--before` (a git ref, default `main`, exported with `git archive`
 4. 1,000 half-open connections (headers never finished) to the proxy, while c=8 requests
    go on: the p50 before and during, and the seconds until all are closed.
 Load: `hey` (Debian's package; `apt-get install hey`), one row to `POST /predict/label`.
+`--now-env KEY=VALUE` (repeatable) runs this checkout's suite with other settings, to
+compare them with the defaults of `--before`.
+
+`python -m bench.bench_proxy --scenario refusal`: what one refusal costs. A proxy of this
+checkout and one of `--before`, each with `MAX_IN_FLIGHT=1` held by a request to a stub
+that answers after a minute and `ADMISSION_WAIT=0`, so that every other request is
+refused at once; c=32 `hey` alternating the two: the proxy's CPU per refusal.
 """
 
 import csv
@@ -22,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +38,7 @@ from src.db.engine import create_db_engine
 from src.db.migrate import upgrade
 from src.settings import ProxySettings
 from tests.metrics import metric_value
+from tests.stub_servers import JsonStubHandler, stub_http_server
 from tooling.processes import (
     CLASSES,
     REPO_ROOT,
@@ -138,9 +147,17 @@ def export_ref(ref: str) -> Path:
 class Suite:
     """Three class services, a proxy and the batch API of one source tree, on free ports."""
 
-    def __init__(self, starter: ProcessStarter, tree: Path, name: str, api: bool) -> None:
+    def __init__(
+        self,
+        starter: ProcessStarter,
+        tree: Path,
+        name: str,
+        api: bool,
+        settings: dict[str, str] | None = None,
+    ) -> None:
         self.starter = starter
         self.tree = tree
+        self.settings = settings or {}
         services = {c: self._start(f"{name}-{c}", "src.services", {"MODE": c}) for c in CLASSES}
         env = {f"SERVICE_{c.upper()}": p.base_url for c, p in services.items()}
         self.services = services
@@ -156,6 +173,7 @@ class Suite:
             wait_until_healthy(process)
 
     def _start(self, name: str, module: str, env: dict[str, str]) -> RunningProcess:
+        env = {**self.settings, **env}
         return self.starter.start(name, [module], env, port=free_port(), cwd=self.tree)
 
 
@@ -254,7 +272,13 @@ def half_open(proxy: RunningProcess, url: str, header_timeout: float) -> list[st
     ]
 
 
-def overload_scenario(seconds: float, rounds: int, overload_seconds: float, before: str) -> int:
+def overload_scenario(
+    seconds: float,
+    rounds: int,
+    overload_seconds: float,
+    before: str,
+    now_settings: dict[str, str] | None = None,
+) -> int:
     if shutil.which("hey") is None:
         print("this scenario needs `hey` (apt-get install hey)", file=sys.stderr)
         return 2
@@ -263,7 +287,7 @@ def overload_scenario(seconds: float, rounds: int, overload_seconds: float, befo
     lines: list[str] = []
     checks: list[tuple[str, bool]] = []
     try:
-        now = Suite(starter, REPO_ROOT, "now", api=True)
+        now = Suite(starter, REPO_ROOT, "now", api=True, settings=now_settings)
         then = Suite(starter, export_ref(before), "before", api=False)
         url_now = now.proxy.base_url + "/predict/label"
         url_then = then.proxy.base_url + "/predict/label"
@@ -362,7 +386,8 @@ def overload_scenario(seconds: float, rounds: int, overload_seconds: float, befo
 
     print(
         f"\nPOST /predict/label, 1 row; load: hey on the same machine ({platform.node()}, "
-        f"{os.cpu_count()} CPUs); now = this checkout, before = `{before}`; default settings"
+        f"{os.cpu_count()} CPUs); now = this checkout, before = `{before}`; settings now: "
+        f"{now_settings or 'defaults'}; load average at the end {os.getloadavg()}"
     )
     print(
         f"{'run':<30} {'answers':>7} {'200':>7} {'200/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
@@ -387,3 +412,79 @@ def _short_circuited(base: str) -> float:
     return sum(
         metric_value(base, "proxy_backend_short_circuited_total", service=c) for c in CLASSES
     )
+
+
+class _SlowStub(JsonStubHandler):
+    """A class service that takes a minute to answer: the one request it holds fills the gate."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):  # noqa: N802 (the stdlib's naming)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        time.sleep(60)
+        self.send_json(b'{"prediction": [0.9, 0.1], "predictions": [[0.9, 0.1]]}')
+
+
+def refusal_cost_scenario(seconds: float, rounds: int, before: str) -> int:
+    """The proxy's CPU per refused request, this checkout against `before`, alternating."""
+    if shutil.which("hey") is None:
+        print("this scenario needs `hey` (apt-get install hey)", file=sys.stderr)
+        return 2
+    from bench.bench_proxy import cpu_seconds
+
+    starter = ProcessStarter(Path(tempfile.mkdtemp(prefix="bench-refusal-")))
+    env = {"MAX_IN_FLIGHT": "1", "ADMISSION_WAIT": "0", "BACKEND_TIMEOUT": "120"}
+    lines = []
+    try:
+        with stub_http_server(_SlowStub) as stub_url:
+            env["SERVICE_ODD"] = stub_url
+            proxies = {
+                "now": starter.start("now", ["src.proxy"], env, port=free_port()),
+                "before": starter.start(
+                    "before", ["src.proxy"], env, port=free_port(), cwd=export_ref(before)
+                ),
+            }
+            holders = []
+            for proxy in proxies.values():
+                wait_until_healthy(proxy)
+                holder = threading.Thread(
+                    target=subprocess.run,
+                    args=(["curl", "-s", "-m", "90", "-d", BODY, proxy.base_url + "/predict"],),
+                    kwargs={"capture_output": True},
+                    daemon=True,
+                )
+                holder.start()
+                holders.append(holder)
+            time.sleep(1)
+            costs: dict[str, list[float]] = {"now": [], "before": []}
+            for index in range(rounds):
+                order = ["now", "before"] if index % 2 == 0 else ["before", "now"]
+                for which in order:
+                    proxy = proxies[which]
+                    cpu_before = cpu_seconds(proxy.popen.pid)
+                    run = hey(
+                        f"refused {which} #{index + 1}", proxy.base_url + "/predict", 32, seconds
+                    )
+                    cpu = cpu_seconds(proxy.popen.pid) - cpu_before
+                    refused = run.count(503)
+                    per = cpu / max(1, refused) * 1e6
+                    costs[which].append(per)
+                    refused_ms = run.latencies(503)
+                    lines.append(
+                        f"{run.label:<22} {refused:>7} refused {refused / seconds:>7.0f}/s "
+                        f"p50 {_ms(refused_ms, 0.5):>6} p99 {_ms(refused_ms, 0.99):>6} ms "
+                        f"{len(run.answers) - refused:>4} other  CPU {per:>6.0f} us/refusal"
+                    )
+    finally:
+        starter.stop_all()
+    print(
+        f"\nrefusals, c=32, {seconds}s per run; now = this checkout, before = `{before}`; "
+        f"load average at the end {os.getloadavg()}"
+    )
+    for line in lines:
+        print(line)
+    now, then = statistics.median(costs["now"]), statistics.median(costs["before"])
+    print(
+        f"CPU per refusal (median): {now:.0f} us now, {then:.0f} us before ({now / then - 1:+.0%})"
+    )
+    return 0
