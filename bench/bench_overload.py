@@ -3,7 +3,8 @@
 Starts three class services and the proxy (default settings) of this checkout, and the
 same suite of `--before` (a git ref, default `main`, exported with `git archive`), then:
 1. c=32, `--seconds` each, alternating this proxy and the one before, `--rounds` times;
-2. c=400 for `--overload-seconds` against this proxy (then the one before, for contrast);
+2. c=400 for `--overload-seconds`, this proxy and the one before alternating,
+   `--overload-rounds` times (the targets are judged on all of this proxy's rounds);
 3. a 200 MB body (Content-Length, then chunked) to the proxy, a class service and the batch
    API: seconds to the 413 and the growth of the process's peak RSS (VmHWM);
 4. 1,000 half-open connections (headers never finished) to the proxy, while c=8 requests
@@ -22,6 +23,7 @@ import csv
 import io
 import os
 import platform
+import resource
 import selectors
 import shutil
 import socket
@@ -62,6 +64,8 @@ class HeyRun:
     answers: list[tuple[float, int]]
     # CPU seconds the measured processes (the proxy and its services) used during the run.
     cpu: float = 0.0
+    # CPU seconds `hey` itself used: on the same machine, the load competes for the cores.
+    client_cpu: float = 0.0
 
     def cpu_us_per_answer(self) -> float:
         return self.cpu / max(1, self.count(200)) * 1e6
@@ -86,7 +90,7 @@ class HeyRun:
         return (
             f"{self.label:<30} {len(self.answers):>7} {len(ok):>7} {self.rps():>8.0f} "
             f"{_ms(ok, 0.5):>8} {_ms(ok, 0.99):>8} {len(refused):>7} {_ms(refused, 0.99):>9} "
-            f"{other:>5} {self.cpu_us_per_answer():>9.0f}"
+            f"{other:>5} {self.cpu_us_per_answer():>9.0f} {self.client_cpu / self.seconds:>7.0%}"
         )
 
 
@@ -126,12 +130,20 @@ def hey(
         "csv",
         url,
     ]
+    client_before = _children_cpu()
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     answers = [
         (float(row["response-time"]), int(row["status-code"]))
         for row in csv.DictReader(io.StringIO(output))
     ]
-    return HeyRun(label, seconds, answers, sum(cpu_seconds(pid) for pid in pids) - cpu_before)
+    cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
+    return HeyRun(label, seconds, answers, cpu, _children_cpu() - client_before)
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children (the `hey` runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def export_ref(ref: str) -> Path:
@@ -277,6 +289,7 @@ def overload_scenario(
     rounds: int,
     overload_seconds: float,
     before: str,
+    overload_rounds: int = 1,
     now_settings: dict[str, str] | None = None,
 ) -> int:
     if shutil.which("hey") is None:
@@ -326,11 +339,27 @@ def overload_scenario(
         base = now.proxy.base_url
         degraded_before = _degraded(base)
         short_before = _short_circuited(base)
-        overload = hey("c=400 now", url_now, 400, overload_seconds, now)
+        overloads, overloads_then = [], []
+        for index in range(overload_rounds):
+            order = [(overloads, "now"), (overloads_then, "before")]
+            for runs, which in order if index % 2 == 0 else order[::-1]:
+                url, suite = (url_now, now) if which == "now" else (url_then, then)
+                runs.append(hey(f"c=400 {which} #{index + 1}", url, 400, overload_seconds, suite))
         degraded = _degraded(base) - degraded_before
         short = _short_circuited(base) - short_before
         opened = now.proxy.log().count("-> open")
-        overload_then = hey("c=400 before", url_then, 400, overload_seconds, then)
+        lines += [run.row() for pair in zip(overloads, overloads_then, strict=True) for run in pair]
+        # The rounds' answers together: the percentiles of all of them, the goodput overall.
+        overload, overload_then = (
+            HeyRun(
+                f"c=400 {which}, all rounds",
+                sum(run.seconds for run in runs),
+                [answer for run in runs for answer in run.answers],
+                sum(run.cpu for run in runs),
+                sum(run.client_cpu for run in runs),
+            )
+            for which, runs in (("now", overloads), ("before", overloads_then))
+        )
         lines += [overload.row(), overload_then.row()]
         refused = overload.latencies(503)
         answered = overload.latencies(200)
@@ -391,7 +420,7 @@ def overload_scenario(
     )
     print(
         f"{'run':<30} {'answers':>7} {'200':>7} {'200/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'503':>7} {'503 p99':>9} {'other':>5} {'cpu us/200':>9}"
+        f"{'503':>7} {'503 p99':>9} {'other':>5} {'cpu us/200':>9} {'hey cpu':>7}"
     )
     for line in lines:
         print(line)

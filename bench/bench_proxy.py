@@ -388,6 +388,9 @@ def main() -> int:
         "--overload-seconds", type=float, default=15, help="overload: seconds at c=400"
     )
     parser.add_argument(
+        "--overload-rounds", type=int, default=1, help="overload: c=400 runs of each proxy"
+    )
+    parser.add_argument(
         "--before", default="main", help="overload, refusal: the git ref compared with"
     )
     parser.add_argument(
@@ -416,7 +419,12 @@ def main() -> int:
     if args.scenario == "overload":
         now_settings = dict(item.split("=", 1) for item in args.now_env)
         return overload_scenario(
-            args.seconds, args.rounds, args.overload_seconds, args.before, now_settings
+            args.seconds,
+            args.rounds,
+            args.overload_seconds,
+            args.before,
+            args.overload_rounds,
+            now_settings,
         )
     if args.scenario == "refusal":
         return refusal_cost_scenario(args.seconds, args.rounds, args.before)
