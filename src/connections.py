@@ -7,8 +7,8 @@ httptools protocol is extended: a connection that has not finished a request's h
 within `HEADER_TIMEOUT` seconds is closed, and one beyond `MAX_CONNECTIONS` is closed as
 soon as it is accepted. A request that arrives when the admission gate and its queue are
 full is answered the gate's 503 straight from its headers: no ASGI scope, task,
-middleware or log line, so a flood of retried refusals does not eat the core the admitted
-requests need.
+middleware or log line, so a refusal costs a fraction of what a request costs
+(docs/overload.md).
 """
 
 import asyncio
