@@ -23,7 +23,13 @@ def test_health_and_health_all(suite):
     response = httpx.get(suite.proxy.base_url + "/health/all")
     assert response.status_code == 200
     assert response.json() == {
-        name: {"health": "ok", "model": name, "features": 4, "circuit": "closed"}
+        name: {
+            "health": "ok",
+            "model": name,
+            "features": 4,
+            "model_version": "1",
+            "circuit": "closed",
+        }
         for name in CLASSES
     }
 
@@ -184,6 +190,7 @@ def test_a_killed_service_degrades_the_answers(own_suite):
         "health": "ok",
         "model": "setosa",
         "features": 4,
+        "model_version": "1",
         "circuit": "closed",
     }
 

@@ -75,6 +75,7 @@ def test_a_frozen_service_is_skipped_after_n_timeouts_and_back_after_the_cooldow
             "health": "ok",
             "model": "setosa",
             "features": 4,
+            "model_version": "1",
             "circuit": "closed",
         }
         assert timeouts_logged(suite.proxy.log(), "virginica") == 3

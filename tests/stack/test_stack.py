@@ -22,7 +22,13 @@ def test_every_class_service_is_healthy_behind_the_proxy(stack):
     response = httpx.get(stack.proxy_url + "/health/all")
     assert response.status_code == 200
     assert response.json() == {
-        name: {"health": "ok", "model": name, "features": 4, "circuit": "closed"}
+        name: {
+            "health": "ok",
+            "model": name,
+            "features": 4,
+            "model_version": "1",
+            "circuit": "closed",
+        }
         for name in CLASSES
     }
 
