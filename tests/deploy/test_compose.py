@@ -56,22 +56,20 @@ def services() -> dict[str, dict]:
     return compose()["services"]
 
 
-def test_compose_file_is_valid_against_the_compose_spec_schema():
-    # check-jsonschema ships the compose-spec JSON schema (vendor.compose-spec); offline.
+def compose_spec_problems(path) -> str:
+    """check-jsonschema's complaints about `path` against the compose-spec schema; offline."""
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "check_jsonschema",
-            "--builtin-schema",
-            "vendor.compose-spec",
-            str(COMPOSE_FILE),
-        ],
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", path],
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert result.returncode == 0, f"docker-compose.yml is not valid Compose:\n{result.stdout}"
+    return "" if result.returncode == 0 else result.stdout
+
+
+def test_compose_file_is_valid_against_the_compose_spec_schema():
+    problems = compose_spec_problems(str(COMPOSE_FILE))
+    assert not problems, f"docker-compose.yml is not valid Compose:\n{problems}"
 
 
 # Run to completion before the services that depend on them (service_completed_successfully).
@@ -292,20 +290,7 @@ WINE_COMPOSE_FILE = REPO_ROOT / "docker-compose.wine.yml"
 
 def test_the_wine_compose_file_is_valid_compose_and_every_variable_is_read():
     """docs/your-model.md's complete compose file for a second model set."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "check_jsonschema",
-            "--builtin-schema",
-            "vendor.compose-spec",
-            str(WINE_COMPOSE_FILE),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout
+    assert not compose_spec_problems(str(WINE_COMPOSE_FILE))
     wine = yaml.safe_load(WINE_COMPOSE_FILE.read_text())["services"]
     ours = {name: service for name, service in wine.items() if "build" in service}
     assert set(ours) == {
