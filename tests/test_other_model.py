@@ -67,6 +67,7 @@ def test_class_services_take_rows_of_13_numbers(wine_suite, wine_rows, wine_mode
         "health": "ok",
         "model": "class_1",
         "features": 13,
+        "model_version": "1",
     }
     refused = httpx.post(service + "/predict", json={"data": [[5.1, 3.5, 1.4, 0.2]]})
     assert refused.status_code == 422

@@ -56,22 +56,20 @@ def services() -> dict[str, dict]:
     return compose()["services"]
 
 
-def test_compose_file_is_valid_against_the_compose_spec_schema():
-    # check-jsonschema ships the compose-spec JSON schema (vendor.compose-spec); offline.
+def compose_spec_problems(path) -> str:
+    """check-jsonschema's complaints about `path` against the compose-spec schema; offline."""
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "check_jsonschema",
-            "--builtin-schema",
-            "vendor.compose-spec",
-            str(COMPOSE_FILE),
-        ],
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", path],
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert result.returncode == 0, f"docker-compose.yml is not valid Compose:\n{result.stdout}"
+    return "" if result.returncode == 0 else result.stdout
+
+
+def test_compose_file_is_valid_against_the_compose_spec_schema():
+    problems = compose_spec_problems(str(COMPOSE_FILE))
+    assert not problems, f"docker-compose.yml is not valid Compose:\n{problems}"
 
 
 # Run to completion before the services that depend on them (service_completed_successfully).
@@ -285,3 +283,25 @@ def test_prometheus_scrapes_every_process_of_the_suite():
     expected.add(f"job:{built_services()['job']['environment']['METRICS_PORT']}")
     assert targets == expected
     assert set(http_services()) | {"job"} == set(built_services())
+
+
+WINE_COMPOSE_FILE = REPO_ROOT / "docker-compose.wine.yml"
+
+
+def test_the_wine_compose_file_is_valid_compose_and_every_variable_is_read():
+    """docs/your-model.md's complete compose file for a second model set."""
+    assert not compose_spec_problems(str(WINE_COMPOSE_FILE))
+    wine = yaml.safe_load(WINE_COMPOSE_FILE.read_text())["services"]
+    ours = {name: service for name, service in wine.items() if "build" in service}
+    assert set(ours) == {
+        "api",
+        "job",
+        "proxy",
+        "service_class_0",
+        "service_class_1",
+        "service_class_2",
+    }
+    for name, service in ours.items():
+        cls = settings_class(name if name in services() else "service_setosa")
+        unread = unread_env_names(cls, set(service["environment"]))
+        assert not unread, f"{name}: {cls.__name__} reads none of {sorted(unread)}"

@@ -8,6 +8,7 @@ import pytest
 
 from tests.bad_inputs import BAD_BODIES, BAD_BODY_IDS, JSON_HEADERS
 from tests.batch_support import wait_for_log
+from tests.health import healthy_entry
 from tests.stub_servers import JsonStubHandler, stub_http_server
 from tooling.processes import CLASSES
 
@@ -22,10 +23,7 @@ def test_health_and_health_all(suite):
     assert httpx.get(suite.proxy.base_url + "/health").json() == {"health": "ok"}
     response = httpx.get(suite.proxy.base_url + "/health/all")
     assert response.status_code == 200
-    assert response.json() == {
-        name: {"health": "ok", "model": name, "features": 4, "circuit": "closed"}
-        for name in CLASSES
-    }
+    assert response.json() == {name: healthy_entry(name) for name in CLASSES}
 
 
 def test_metadata_lists_the_services(suite):
@@ -180,12 +178,7 @@ def test_a_killed_service_degrades_the_answers(own_suite):
     health = httpx.get(base + "/health/all")
     assert health.status_code == 200
     assert health.json()["virginica"]["health"] == "error"
-    assert health.json()["setosa"] == {
-        "health": "ok",
-        "model": "setosa",
-        "features": 4,
-        "circuit": "closed",
-    }
+    assert health.json()["setosa"] == healthy_entry("setosa")
 
 
 def test_a_frozen_service_times_out_instead_of_hanging_the_proxy(own_suite):

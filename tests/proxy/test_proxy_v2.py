@@ -45,7 +45,10 @@ def test_iris_answers_what_predict_label_answers(suite):
     assert outputs["proba"]["datatype"] == "FP32" and outputs["proba"]["shape"] == [3]
     assert outputs["proba"]["data"] == [entry["proba"] for entry in label["predictions"]]
     assert outputs["label"]["data"] == ["setosa", "versicolor", "virginica"]
-    assert body["parameters"] == {"unavailable": []}
+    assert body["parameters"] == {
+        "unavailable": [],
+        "model_versions": {"setosa": "1", "versicolor": "1", "virginica": "1"},
+    }
 
 
 def test_tritonclient_against_the_ensemble_and_each_routed_class_model(suite):
@@ -183,11 +186,12 @@ def test_a_killed_service_degrades_iris_and_makes_its_own_model_503(own_suite):
     base = own_suite.proxy.base_url
     body = httpx.post(base + "/v2/models/iris/infer", json=tensor(ROWS)).json()
     label = httpx.post(base + "/predict/label", json={"data": ROWS}).json()
-    assert (
-        body["parameters"]
-        == {"unavailable": ["virginica"]}
-        == {"unavailable": label["unavailable"]}
-    )
+    assert body["parameters"] == {
+        "unavailable": ["virginica"],
+        "model_versions": {"setosa": "1", "versicolor": "1"},
+    }
+    assert label["unavailable"] == ["virginica"]
+    assert label["model_versions"] == {"setosa": "1", "versicolor": "1"}
     assert body["outputs"][0]["data"] == [entry["label"] for entry in label["predictions"]]
     assert body["outputs"][0]["data"][:2] == ["setosa", "versicolor"]
     assert metric_value(base, "proxy_degraded_answers_total", answer="ensemble") == 1

@@ -25,7 +25,12 @@ def versicolor(tmp_path_factory):
 def test_health(versicolor):
     response = httpx.get(versicolor.base_url + "/health")
     assert response.status_code == 200
-    assert response.json() == {"health": "ok", "model": "versicolor", "features": 4}
+    assert response.json() == {
+        "health": "ok",
+        "model": "versicolor",
+        "features": 4,
+        "model_version": "1",
+    }
 
 
 def test_metadata_names_mode_and_model(versicolor):
@@ -116,7 +121,7 @@ def _seconds_until_server_closes_idle_connection(port: int) -> float:
         connection.settimeout(10)
         connection.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
         answer = b""
-        while not answer.endswith(b'"features":4}'):  # headers and body may come apart
+        while not answer.endswith(b'"model_version":"1"}'):  # headers, body may come apart
             chunk = connection.recv(65536)
             assert chunk, f"the server closed before answering in full: {answer!r}"
             answer += chunk
