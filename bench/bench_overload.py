@@ -3,18 +3,27 @@
 Starts three class services and the proxy (default settings) of this checkout, and the
 same suite of `--before` (a git ref, default `main`, exported with `git archive`), then:
 1. c=32, `--seconds` each, alternating this proxy and the one before, `--rounds` times;
-2. c=400 for `--overload-seconds` against this proxy (then the one before, for contrast);
+2. c=400 for `--overload-seconds`, this proxy and the one before alternating,
+   `--overload-rounds` times (the targets are judged on all of this proxy's rounds);
 3. a 200 MB body (Content-Length, then chunked) to the proxy, a class service and the batch
    API: seconds to the 413 and the growth of the process's peak RSS (VmHWM);
 4. 1,000 half-open connections (headers never finished) to the proxy, while c=8 requests
    go on: the p50 before and during, and the seconds until all are closed.
 Load: `hey` (Debian's package; `apt-get install hey`), one row to `POST /predict/label`.
+`--now-env KEY=VALUE` (repeatable) runs this checkout's suite with other settings, to
+compare them with the defaults of `--before`.
+
+`python -m bench.bench_proxy --scenario refusal`: what one refusal costs. A proxy of this
+checkout and one of `--before`, each with `MAX_IN_FLIGHT=1` held by a request to a stub
+that answers after a minute and `ADMISSION_WAIT=0`, so that every other request is
+refused at once; c=32 `hey` alternating the two: the proxy's CPU per refusal.
 """
 
 import csv
 import io
 import os
 import platform
+import resource
 import selectors
 import shutil
 import socket
@@ -22,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +40,7 @@ from src.db.engine import create_db_engine
 from src.db.migrate import upgrade
 from src.settings import ProxySettings
 from tests.metrics import metric_value
+from tests.stub_servers import JsonStubHandler, stub_http_server
 from tooling.processes import (
     CLASSES,
     REPO_ROOT,
@@ -53,6 +64,8 @@ class HeyRun:
     answers: list[tuple[float, int]]
     # CPU seconds the measured processes (the proxy and its services) used during the run.
     cpu: float = 0.0
+    # CPU seconds `hey` itself used: on the same machine, the load competes for the cores.
+    client_cpu: float = 0.0
 
     def cpu_us_per_answer(self) -> float:
         return self.cpu / max(1, self.count(200)) * 1e6
@@ -77,7 +90,7 @@ class HeyRun:
         return (
             f"{self.label:<30} {len(self.answers):>7} {len(ok):>7} {self.rps():>8.0f} "
             f"{_ms(ok, 0.5):>8} {_ms(ok, 0.99):>8} {len(refused):>7} {_ms(refused, 0.99):>9} "
-            f"{other:>5} {self.cpu_us_per_answer():>9.0f}"
+            f"{other:>5} {self.cpu_us_per_answer():>9.0f} {self.client_cpu / self.seconds:>7.0%}"
         )
 
 
@@ -117,12 +130,20 @@ def hey(
         "csv",
         url,
     ]
+    client_before = _children_cpu()
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     answers = [
         (float(row["response-time"]), int(row["status-code"]))
         for row in csv.DictReader(io.StringIO(output))
     ]
-    return HeyRun(label, seconds, answers, sum(cpu_seconds(pid) for pid in pids) - cpu_before)
+    cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
+    return HeyRun(label, seconds, answers, cpu, _children_cpu() - client_before)
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children (the `hey` runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def export_ref(ref: str) -> Path:
@@ -138,9 +159,17 @@ def export_ref(ref: str) -> Path:
 class Suite:
     """Three class services, a proxy and the batch API of one source tree, on free ports."""
 
-    def __init__(self, starter: ProcessStarter, tree: Path, name: str, api: bool) -> None:
+    def __init__(
+        self,
+        starter: ProcessStarter,
+        tree: Path,
+        name: str,
+        api: bool,
+        settings: dict[str, str] | None = None,
+    ) -> None:
         self.starter = starter
         self.tree = tree
+        self.settings = settings or {}
         services = {c: self._start(f"{name}-{c}", "src.services", {"MODE": c}) for c in CLASSES}
         env = {f"SERVICE_{c.upper()}": p.base_url for c, p in services.items()}
         self.services = services
@@ -156,6 +185,7 @@ class Suite:
             wait_until_healthy(process)
 
     def _start(self, name: str, module: str, env: dict[str, str]) -> RunningProcess:
+        env = {**self.settings, **env}
         return self.starter.start(name, [module], env, port=free_port(), cwd=self.tree)
 
 
@@ -254,7 +284,14 @@ def half_open(proxy: RunningProcess, url: str, header_timeout: float) -> list[st
     ]
 
 
-def overload_scenario(seconds: float, rounds: int, overload_seconds: float, before: str) -> int:
+def overload_scenario(
+    seconds: float,
+    rounds: int,
+    overload_seconds: float,
+    before: str,
+    overload_rounds: int = 1,
+    now_settings: dict[str, str] | None = None,
+) -> int:
     if shutil.which("hey") is None:
         print("this scenario needs `hey` (apt-get install hey)", file=sys.stderr)
         return 2
@@ -263,7 +300,7 @@ def overload_scenario(seconds: float, rounds: int, overload_seconds: float, befo
     lines: list[str] = []
     checks: list[tuple[str, bool]] = []
     try:
-        now = Suite(starter, REPO_ROOT, "now", api=True)
+        now = Suite(starter, REPO_ROOT, "now", api=True, settings=now_settings)
         then = Suite(starter, export_ref(before), "before", api=False)
         url_now = now.proxy.base_url + "/predict/label"
         url_then = then.proxy.base_url + "/predict/label"
@@ -302,11 +339,27 @@ def overload_scenario(seconds: float, rounds: int, overload_seconds: float, befo
         base = now.proxy.base_url
         degraded_before = _degraded(base)
         short_before = _short_circuited(base)
-        overload = hey("c=400 now", url_now, 400, overload_seconds, now)
+        overloads, overloads_then = [], []
+        for index in range(overload_rounds):
+            order = [(overloads, "now"), (overloads_then, "before")]
+            for runs, which in order if index % 2 == 0 else order[::-1]:
+                url, suite = (url_now, now) if which == "now" else (url_then, then)
+                runs.append(hey(f"c=400 {which} #{index + 1}", url, 400, overload_seconds, suite))
         degraded = _degraded(base) - degraded_before
         short = _short_circuited(base) - short_before
         opened = now.proxy.log().count("-> open")
-        overload_then = hey("c=400 before", url_then, 400, overload_seconds, then)
+        lines += [run.row() for pair in zip(overloads, overloads_then, strict=True) for run in pair]
+        # The rounds' answers together: the percentiles of all of them, the goodput overall.
+        overload, overload_then = (
+            HeyRun(
+                f"c=400 {which}, all rounds",
+                sum(run.seconds for run in runs),
+                [answer for run in runs for answer in run.answers],
+                sum(run.cpu for run in runs),
+                sum(run.client_cpu for run in runs),
+            )
+            for which, runs in (("now", overloads), ("before", overloads_then))
+        )
         lines += [overload.row(), overload_then.row()]
         refused = overload.latencies(503)
         answered = overload.latencies(200)
@@ -362,11 +415,12 @@ def overload_scenario(seconds: float, rounds: int, overload_seconds: float, befo
 
     print(
         f"\nPOST /predict/label, 1 row; load: hey on the same machine ({platform.node()}, "
-        f"{os.cpu_count()} CPUs); now = this checkout, before = `{before}`; default settings"
+        f"{os.cpu_count()} CPUs); now = this checkout, before = `{before}`; settings now: "
+        f"{now_settings or 'defaults'}; load average at the end {os.getloadavg()}"
     )
     print(
         f"{'run':<30} {'answers':>7} {'200':>7} {'200/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'503':>7} {'503 p99':>9} {'other':>5} {'cpu us/200':>9}"
+        f"{'503':>7} {'503 p99':>9} {'other':>5} {'cpu us/200':>9} {'hey cpu':>7}"
     )
     for line in lines:
         print(line)
@@ -387,3 +441,79 @@ def _short_circuited(base: str) -> float:
     return sum(
         metric_value(base, "proxy_backend_short_circuited_total", service=c) for c in CLASSES
     )
+
+
+class _SlowStub(JsonStubHandler):
+    """A class service that takes a minute to answer: the one request it holds fills the gate."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):  # noqa: N802 (the stdlib's naming)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        time.sleep(60)
+        self.send_json(b'{"prediction": [0.9, 0.1], "predictions": [[0.9, 0.1]]}')
+
+
+def refusal_cost_scenario(seconds: float, rounds: int, before: str) -> int:
+    """The proxy's CPU per refused request, this checkout against `before`, alternating."""
+    if shutil.which("hey") is None:
+        print("this scenario needs `hey` (apt-get install hey)", file=sys.stderr)
+        return 2
+    from bench.bench_proxy import cpu_seconds
+
+    starter = ProcessStarter(Path(tempfile.mkdtemp(prefix="bench-refusal-")))
+    env = {"MAX_IN_FLIGHT": "1", "ADMISSION_WAIT": "0", "BACKEND_TIMEOUT": "120"}
+    lines = []
+    try:
+        with stub_http_server(_SlowStub) as stub_url:
+            env["SERVICE_ODD"] = stub_url
+            proxies = {
+                "now": starter.start("now", ["src.proxy"], env, port=free_port()),
+                "before": starter.start(
+                    "before", ["src.proxy"], env, port=free_port(), cwd=export_ref(before)
+                ),
+            }
+            holders = []
+            for proxy in proxies.values():
+                wait_until_healthy(proxy)
+                holder = threading.Thread(
+                    target=subprocess.run,
+                    args=(["curl", "-s", "-m", "90", "-d", BODY, proxy.base_url + "/predict"],),
+                    kwargs={"capture_output": True},
+                    daemon=True,
+                )
+                holder.start()
+                holders.append(holder)
+            time.sleep(1)
+            costs: dict[str, list[float]] = {"now": [], "before": []}
+            for index in range(rounds):
+                order = ["now", "before"] if index % 2 == 0 else ["before", "now"]
+                for which in order:
+                    proxy = proxies[which]
+                    cpu_before = cpu_seconds(proxy.popen.pid)
+                    run = hey(
+                        f"refused {which} #{index + 1}", proxy.base_url + "/predict", 32, seconds
+                    )
+                    cpu = cpu_seconds(proxy.popen.pid) - cpu_before
+                    refused = run.count(503)
+                    per = cpu / max(1, refused) * 1e6
+                    costs[which].append(per)
+                    refused_ms = run.latencies(503)
+                    lines.append(
+                        f"{run.label:<22} {refused:>7} refused {refused / seconds:>7.0f}/s "
+                        f"p50 {_ms(refused_ms, 0.5):>6} p99 {_ms(refused_ms, 0.99):>6} ms "
+                        f"{len(run.answers) - refused:>4} other  CPU {per:>6.0f} us/refusal"
+                    )
+    finally:
+        starter.stop_all()
+    print(
+        f"\nrefusals, c=32, {seconds}s per run; now = this checkout, before = `{before}`; "
+        f"load average at the end {os.getloadavg()}"
+    )
+    for line in lines:
+        print(line)
+    now, then = statistics.median(costs["now"]), statistics.median(costs["before"])
+    print(
+        f"CPU per refusal (median): {now:.0f} us now, {then:.0f} us before ({now / then - 1:+.0%})"
+    )
+    return 0

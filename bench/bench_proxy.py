@@ -35,7 +35,7 @@ import numpy as np
 import orjson
 import uvloop
 
-from bench.bench_overload import overload_scenario
+from bench.bench_overload import overload_scenario, refusal_cost_scenario
 
 # The test harness already starts suite processes on free ports and stops them.
 from bench.plots import RESULTS_DIR, plot_concurrency_sweep
@@ -363,12 +363,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--scenario",
-        choices=["compare", "sweep", "client", "hung", "stack", "overload"],
+        choices=["compare", "sweep", "client", "hung", "stack", "overload", "refusal"],
         default="compare",
         help="compare: proxy vs direct vs naive, then the sweep (above); sweep: only the "
         "sweep; client: the fan-out's HTTP clients compared; hung: one service SIGSTOPped; "
         "stack: uvicorn vs granian; overload: c=400, huge bodies, half-open connections "
-        "(bench/bench_overload.py)",
+        "(bench/bench_overload.py); refusal: CPU per refused request (the same)",
     )
     parser.add_argument(
         "--sweep-requests",
@@ -388,7 +388,17 @@ def main() -> int:
         "--overload-seconds", type=float, default=15, help="overload: seconds at c=400"
     )
     parser.add_argument(
-        "--before", default="main", help="overload: the git ref compared with at c=32"
+        "--overload-rounds", type=int, default=1, help="overload: c=400 runs of each proxy"
+    )
+    parser.add_argument(
+        "--before", default="main", help="overload, refusal: the git ref compared with"
+    )
+    parser.add_argument(
+        "--now-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overload: a setting of this checkout's suite (repeatable; default: none)",
     )
     parser.add_argument(
         "--cpu-requests", type=int, default=4000, help="requests per CPU measurement (c=8)"
@@ -407,7 +417,17 @@ def main() -> int:
     if args.scenario == "stack":
         return stack_scenario(args.requests, args.rounds)
     if args.scenario == "overload":
-        return overload_scenario(args.seconds, args.rounds, args.overload_seconds, args.before)
+        now_settings = dict(item.split("=", 1) for item in args.now_env)
+        return overload_scenario(
+            args.seconds,
+            args.rounds,
+            args.overload_seconds,
+            args.before,
+            args.overload_rounds,
+            now_settings,
+        )
+    if args.scenario == "refusal":
+        return refusal_cost_scenario(args.seconds, args.rounds, args.before)
     if args.scenario == "client":
         return client_scenario(args.cpu_requests, args.rounds)
     if args.scenario == "sweep":

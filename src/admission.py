@@ -1,8 +1,10 @@
 """Overload and hostile clients, the same at every process: what is let in, for how long.
 
-- Admission: at most `MAX_IN_FLIGHT` requests run at once; one that finds no room waits up
-  to `ADMISSION_WAIT` seconds, then gets 503 + `Retry-After` at once instead of queueing
-  into its caller's deadline. Probes (/health, /metrics, /v2/health/*) are never refused.
+- Admission: at most `MAX_IN_FLIGHT` requests run at once; up to `ADMISSION_QUEUE` more
+  may wait up to `ADMISSION_WAIT` seconds for room, then get 503 + `Retry-After` instead of
+  queueing into their caller's deadline. One that finds the queue full too is refused by
+  the connection itself (src/connections.py), before the app parses it, so that refusing
+  costs next to nothing. Probes (/health, /metrics, /v2/health/*) are never refused.
 - Deadlines: `X-Request-Timeout-Ms` carries the caller's remaining time; the process keeps
   it in `deadline_var` (the proxy sends what is left to its backends), and a request whose
   deadline passed while it waited for admission is dropped with 504, unworked.
@@ -27,7 +29,7 @@ logger = logging.getLogger(__name__)
 DEADLINE_HEADER = "X-Request-Timeout-Ms"
 _DEADLINE_HEADER_KEY = DEADLINE_HEADER.lower().encode()
 # Liveness and scraping must keep answering while the process sheds load.
-_NEVER_REFUSED = frozenset({"/health", "/metrics", "/v2/health/live", "/v2/health/ready"})
+NEVER_REFUSED = frozenset({"/health", "/metrics", "/v2/health/live", "/v2/health/ready"})
 # What a refused client is told to wait; a second lets the queue drain without idling it.
 RETRY_AFTER_SECONDS = 1
 
@@ -71,31 +73,51 @@ def _caller_timeout(scope: dict) -> float | None:
     return milliseconds / 1000 if milliseconds >= 0 else None
 
 
+def overloaded_response(process: str, error_response: ErrorBuilder):
+    """The one 503 a process answers when it has no room (the app's and the connection's)."""
+    return error_response(
+        503, f"{process} overloaded", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+    )
+
+
 class AdmissionGate:
-    """A bound on requests in flight with a short wait, and one log line per change of state.
+    """A bound on requests in flight with a short, bounded wait, and one log line per change
+    of state.
 
     No lock: every request runs on one event loop and nothing here awaits between the
     check and the update, except `asyncio.Semaphore.acquire`, which is fair and cancel-safe.
     """
 
-    def __init__(self, limit: int, wait: float, process: str) -> None:
+    def __init__(self, limit: int, wait: float, process: str, queue: int) -> None:
         self.limit = limit
         self.wait = wait
         self.process = process
+        self.queue = queue
         self._slots = asyncio.Semaphore(limit)
         self.in_flight = 0
+        self.waiting = 0
         self.shedding = False
         self._refused_since_change = 0
 
+    def full(self) -> bool:
+        """No room and no place in the queue: a request now would be refused without waiting."""
+        return self._slots.locked() and (self.waiting >= self.queue or self.wait <= 0)
+
     async def enter(self) -> bool:
         """True when admitted (call `leave` once done); False: refuse the request."""
+        if self.full():
+            self.refused()
+            return False
         if self._slots.locked():
+            self.waiting += 1
             try:
                 async with asyncio.timeout(self.wait):
                     await self._slots.acquire()
             except TimeoutError:
-                self._refused()
+                self.refused()
                 return False
+            finally:
+                self.waiting -= 1
         else:
             await self._slots.acquire()  # free: returns without suspending
         self.in_flight += 1
@@ -121,7 +143,8 @@ class AdmissionGate:
             )
             self._refused_since_change = 0
 
-    def _refused(self) -> None:
+    def refused(self) -> None:
+        """Count one refusal (by the app or the connection), logging only a change of state."""
         REFUSED.labels("overloaded").inc()
         self._refused_since_change += 1
         if not self.shedding:
@@ -153,14 +176,13 @@ class AdmissionMiddleware:
         self.app = app
         self.gate = gate
         self.default_timeout = default_timeout
-        retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
-        self._overloaded = error_response(503, f"{gate.process} overloaded", headers=retry)
+        self._overloaded = overloaded_response(gate.process, error_response)
         self._late = error_response(
             504, "deadline exceeded: the caller's time ran out before the work started"
         )
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["path"] in _NEVER_REFUSED:
+        if scope["type"] != "http" or scope["path"] in NEVER_REFUSED:
             await self.app(scope, receive, send)
             return
         timeout = _caller_timeout(scope)

@@ -50,6 +50,9 @@ class CommonSettings(BaseSettings):
     admission_wait: float = Field(
         0.025, ge=0, description="seconds a request waits for room before a 503"
     )
+    admission_queue: int = Field(
+        48, ge=0, description="requests that may wait for room; more get a 503 at once"
+    )
     # Without X-Request-Timeout-Ms, a request's deadline; unset: none (the proxy then
     # keeps its BACKEND_TIMEOUT per call).
     request_timeout: float | None = Field(None, gt=0)

@@ -15,7 +15,12 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from src.admission import AdmissionGate, AdmissionMiddleware, BodyLimitMiddleware
+from src.admission import (
+    AdmissionGate,
+    AdmissionMiddleware,
+    BodyLimitMiddleware,
+    overloaded_response,
+)
 from src.connections import GuardedHttpToolsProtocol
 from src.docs_pages import add_offline_docs
 from src.observability import RequestContextMiddleware, request_id_var
@@ -146,9 +151,16 @@ def create_app(
         error_response=error_response,
     )
     app.add_middleware(RequestContextMiddleware)
+    # One gate for the app and its connections (`serve`), which refuse when its queue is full.
+    app.state.admission_gate = AdmissionGate(
+        settings.max_in_flight,
+        settings.admission_wait,
+        settings.process_name,
+        settings.admission_queue,
+    )
     app.add_middleware(
         AdmissionMiddleware,
-        gate=AdmissionGate(settings.max_in_flight, settings.admission_wait, settings.process_name),
+        gate=app.state.admission_gate,
         default_timeout=settings.request_timeout,
         error_response=error_response,
     )
@@ -202,6 +214,11 @@ def serve(app: FastAPI, settings: CommonSettings, port: int) -> None:
         log_config=None,
         access_log=False,  # RequestContextMiddleware logs one line per request
         timeout_keep_alive=settings.keep_alive_timeout,
-        http=GuardedHttpToolsProtocol.configured(settings.header_timeout, settings.max_connections),
+        http=GuardedHttpToolsProtocol.configured(
+            settings.header_timeout,
+            settings.max_connections,
+            app.state.admission_gate,
+            overloaded_response(settings.process_name, error_response),
+        ),
         timeout_graceful_shutdown=10,
     )
