@@ -132,6 +132,9 @@ def create_app(
         responses=error_responses(413, 500, 503, 504, descriptions=_ADMISSION_DESCRIPTIONS),
         docs_url=None,  # add_offline_docs serves /docs and /redoc without a CDN
         redoc_url=None,
+        # The suite's metrics are Prometheus (src/observability.py); with FastAPI's own
+        # OpenTelemetry on, every request would ask OpenTelemetry whether it is configured.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.row_spec = row_spec
