@@ -10,7 +10,8 @@ in binary tensors) and to the batch API; with `--baseline <checkout>`, one class
 of this checkout against the same service of another (one-row latency, req/s and CPU).
 Run: `make bench-proxy` (or `python -m bench.bench_proxy --requests 2000`);
 `--scenario client` compares the fan-out's HTTP clients, `--scenario hung` a hung service,
-`--scenario stack` uvicorn and granian. The compare scenario ends with a sweep of
+`--scenario stack` uvicorn and granian, `--scenario profile` where a class service's and the
+proxy's CPU goes (py-spy, native frames included). The compare scenario ends with a sweep of
 concurrency (proxy and direct, alternating) and charts it in
 bench/results/proxy-concurrency.png; `--scenario sweep` runs only that.
 """
@@ -981,7 +982,9 @@ def profile_scenario(requests: int, large_repeats: int, top: int) -> int:
                     "1000",
                     "--format",
                     "raw",
-                    "--nonblocking",
+                    # Native frames too: without them the garbage collector's passes show as
+                    # the self time of whichever Python line allocated when one started.
+                    "--native",
                     "--output",
                     str(collapsed),
                 ],
