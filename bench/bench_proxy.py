@@ -10,7 +10,8 @@ in binary tensors) and to the batch API; with `--baseline <checkout>`, one class
 of this checkout against the same service of another (one-row latency, req/s and CPU).
 Run: `make bench-proxy` (or `python -m bench.bench_proxy --requests 2000`);
 `--scenario client` compares the fan-out's HTTP clients, `--scenario hung` a hung service,
-`--scenario stack` uvicorn and granian. The compare scenario ends with a sweep of
+`--scenario stack` uvicorn and granian, `--scenario profile` where a class service's and the
+proxy's CPU goes (py-spy, native frames included). The compare scenario ends with a sweep of
 concurrency (proxy and direct, alternating) and charts it in
 bench/results/proxy-concurrency.png; `--scenario sweep` runs only that.
 """
@@ -21,6 +22,7 @@ import os
 import platform
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -363,12 +365,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--scenario",
-        choices=["compare", "sweep", "client", "hung", "stack", "overload", "refusal"],
+        choices=["compare", "sweep", "client", "hung", "stack", "overload", "refusal", "profile"],
         default="compare",
         help="compare: proxy vs direct vs naive, then the sweep (above); sweep: only the "
         "sweep; client: the fan-out's HTTP clients compared; hung: one service SIGSTOPped; "
         "stack: uvicorn vs granian; overload: c=400, huge bodies, half-open connections "
-        "(bench/bench_overload.py); refusal: CPU per refused request (the same)",
+        "(bench/bench_overload.py); refusal: CPU per refused request (the same); profile: "
+        "py-spy samples a class service and the proxy under one-row and 10,000-row requests",
     )
     parser.add_argument(
         "--sweep-requests",
@@ -432,6 +435,8 @@ def main() -> int:
         return client_scenario(args.cpu_requests, args.rounds)
     if args.scenario == "sweep":
         return sweep_scenario(args.sweep_requests, args.rounds)
+    if args.scenario == "profile":
+        return profile_scenario(args.cpu_requests, args.large_repeats, top=15)
 
     log_dir = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
     starter = ProcessStarter(log_dir)
@@ -939,6 +944,93 @@ def hung_scenario(seconds: float, rounds: int) -> int:
     for text, met in checks:
         print(f"{'MET ' if met else 'MISSED'} {text}")
     return 0 if all(met for _, met in checks) else 1
+
+
+def _collapsed_costs(collapsed: Path, top: int) -> list[tuple[str, float, float]]:
+    """(function, self share, inclusive share) of py-spy's collapsed stacks, costliest first."""
+    self_samples: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        total += count
+        frames = stack.split(";")
+        # py-spy writes "function (file:line)"; the line is dropped so a function counts once.
+        names = [frame.rsplit(":", 1)[0] + ")" if ":" in frame else frame for frame in frames]
+        for name in set(names):
+            inclusive[name] = inclusive.get(name, 0) + count
+        self_samples[names[-1]] = self_samples.get(names[-1], 0) + count
+    ranked = sorted(self_samples, key=self_samples.get, reverse=True)[:top]
+    return [(name, self_samples[name] / total, inclusive[name] / total) for name in ranked]
+
+
+def profile_scenario(requests: int, large_repeats: int, top: int) -> int:
+    """py-spy samples a class service and the proxy while each serves one-row and
+    10,000-row requests; prints each process's costliest functions (self time)."""
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-profile-"))
+    starter = ProcessStarter(log_dir)
+    bodies = large_bodies(LARGE_ROWS)
+    reports: list[tuple[str, Path]] = []
+    try:
+        suite = start_horizontal_suite(starter)
+        setosa = suite.services["setosa"]
+        infer = "/v2/models/setosa/infer"
+        workloads = [
+            ("setosa POST /predict, 1 row", setosa, "/predict", None, requests),
+            ("setosa POST /predict, 10,000 rows", setosa, "/predict", "rows", large_repeats),
+            ("setosa v2 infer JSON, 10,000 rows", setosa, infer, "v2", large_repeats),
+            ("setosa v2 infer binary, 10,000 rows", setosa, infer, "binary", large_repeats),
+            ("proxy /predict/label, 1 row", suite.proxy, "/predict/label", None, requests),
+            (
+                "proxy /predict/label, 10,000 rows",
+                suite.proxy,
+                "/predict/label",
+                "rows",
+                large_repeats,
+            ),
+        ]
+        for name, process, path, form, count in workloads:
+            collapsed = log_dir / f"{len(reports)}.txt"
+            spy = subprocess.Popen(
+                [
+                    str(Path(sys.executable).with_name("py-spy")),
+                    "record",
+                    "--pid",
+                    str(process.popen.pid),
+                    "--rate",
+                    "1000",
+                    "--format",
+                    "raw",
+                    # Native frames too: without them the garbage collector's passes show as
+                    # the self time of whichever Python line allocated when one started.
+                    "--native",
+                    "--output",
+                    str(collapsed),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1)  # py-spy attaches
+            url = process.base_url + path
+            if form is None:
+                asyncio.run(cpu_per_request(name, url, {}, 8, count))
+            else:
+                content, headers = bodies[form]
+                asyncio.run(
+                    large_request_seconds({name: LargeRequest(url, content, headers)}, count)
+                )
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=30)
+            reports.append((name, collapsed))
+        for name, collapsed in reports:
+            print(f"\n{name}: the {top} costliest functions (self time, share of samples)")
+            print(f"{'self':>6} {'incl.':>6}  function")
+            for function, own, total in _collapsed_costs(collapsed, top):
+                print(f"{own:6.1%} {total:6.1%}  {function}")
+    finally:
+        starter.stop_all()
+    return 0
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ by orjson straight from numpy arrays.
 """
 
 import email.message
+import itertools
 import json
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 
 from src.schemas import RowSpec, request_model
 from src.settings import CommonSettings
-from src.web import PREDICT_REQUEST, checked_row_limit, get_row_spec, get_settings
+from src.web import PREDICT_REQUEST, checked_row_limit
 
 
 def finite_rows(
@@ -35,6 +36,8 @@ def finite_rows(
     rule booleans out first (`may_hold_booleans`). A caller that ruled strings out too
     gets the faster conversion straight to float64 (a null becomes NaN, declined below).
     """
+    if strings_ruled_out and (array := _flattened(values, rows, n_features)) is not None:
+        return array if np.isfinite(array).all() else None
     try:
         array = np.array(values, dtype=np.float64 if strings_ruled_out else None)
     except (ValueError, TypeError):  # ragged rows
@@ -45,6 +48,23 @@ def finite_rows(
         return None
     array = array.reshape(rows, n_features).astype(np.float64, copy=False)
     return array if np.isfinite(array).all() else None
+
+
+def _flattened(values: Any, rows: int, n_features: int) -> np.ndarray | None:
+    """`values` as rows of n_features floats, read as one flat run: about twice as fast as
+    np.array on nested lists. None when they are not plainly such rows (numbers only:
+    fromiter would read a string as a number, so only callers that ruled strings out)."""
+    if type(values) is not list or len(values) != rows:
+        return None
+    try:
+        if any(length != n_features for length in set(map(len, values))):
+            return None
+        flat = np.fromiter(
+            itertools.chain.from_iterable(values), dtype=np.float64, count=rows * n_features
+        )
+    except (ValueError, TypeError):  # a row that is no list, an item that is no number
+        return None
+    return flat.reshape(rows, n_features)
 
 
 def may_hold_booleans(raw: bytes) -> bool:
@@ -82,13 +102,13 @@ class RowsBody:
     rows: np.ndarray
 
 
-async def rows_body(
-    request: Request,
-    settings: Annotated[CommonSettings, Depends(get_settings)],
-    spec: Annotated[RowSpec, Depends(get_row_spec)],
-) -> RowsBody:
+async def rows_body(request: Request) -> RowsBody:
     """The body, validated: the fast check, else FastAPI's parse and the schema's errors."""
     raw = await request.body()
+    # The app's settings and width read here, not as sub-dependencies: FastAPI's resolution
+    # of each dependency costs more per one-row request than reading the attribute.
+    settings: CommonSettings = request.app.state.settings
+    spec: RowSpec = request.app.state.row_spec
     max_rows = settings.max_rows
     json_body = is_json(request.headers.get("content-type"))
     if json_body and (rows := valid_rows(raw, max_rows, spec.n_features)) is not None:

@@ -7,6 +7,7 @@ import sys
 import time
 import uuid
 from contextvars import ContextVar
+from typing import Any
 from urllib.parse import parse_qs
 
 from prometheus_client import Counter, Histogram
@@ -105,6 +106,20 @@ class RequestContextMiddleware:
 
     def __init__(self, app) -> None:
         self.app = app
+        # Each (route, method, status)'s counter and histogram, looked up once: labels()
+        # takes a lock and builds its key on every call.
+        self._metrics: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def _metrics_of(self, route_path: str, method: str, status: int) -> tuple[Any, Any]:
+        key = (route_path, method, status)
+        metrics = self._metrics.get(key)
+        if metrics is None:
+            metrics = (
+                HTTP_REQUESTS.labels(route_path, method, str(status)),
+                HTTP_LATENCY.labels(route_path, method),
+            )
+            self._metrics[key] = metrics
+        return metrics
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -131,8 +146,9 @@ class RequestContextMiddleware:
             route = scope.get("route")
             route_path = getattr(route, "path", "unmatched")
             method = scope["method"]
-            HTTP_REQUESTS.labels(route_path, method, str(status)).inc()
-            HTTP_LATENCY.labels(route_path, method).observe(elapsed)
+            requests, latency = self._metrics_of(route_path, method, status)
+            requests.inc()
+            latency.observe(elapsed)
             level = logging.DEBUG if scope["path"] in _QUIET_PATHS else logging.INFO
             logger.log(
                 level,

@@ -31,7 +31,6 @@ from src.oip.schemas import (
 )
 from src.schemas import RowSpec
 from src.settings import CommonSettings
-from src.web import get_row_spec, get_settings
 
 BINARY_SIZE = "binary_data_size"
 BINARY_CONTENT_TYPE = "application/octet-stream"
@@ -176,12 +175,11 @@ def _fp32_rows(buffer: bytes, rows: int, n_features: int) -> np.ndarray:
     return values
 
 
-async def inference_body(
-    request: Request,
-    settings: Annotated[CommonSettings, Depends(get_settings)],
-    spec: Annotated[RowSpec, Depends(get_row_spec)],
-) -> Inference:
+async def inference_body(request: Request) -> Inference:
     raw = await request.body()
+    # Read here rather than as sub-dependencies, as rows_body does (src/bodies.py).
+    settings: CommonSettings = request.app.state.settings
+    spec: RowSpec = request.app.state.row_spec
     try:
         return read_inference(
             raw,

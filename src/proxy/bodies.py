@@ -1,5 +1,6 @@
 """The proxy's check of class services' answers, with numpy (request bodies: src/bodies.py)."""
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,22 @@ class ClassAnswer:
         return len(self.p_class)
 
 
+def _pairs(values: Any) -> np.ndarray | None:
+    """`values` as a (rows, 2) array when plainly rows of two numbers, read as one flat run
+    (about twice as fast as np.array on nested lists); None: let np.array decide and say why."""
+    if type(values) is not list or not values or set(map(type, values)) != {list}:
+        return None
+    if set(map(len, values)) != {2}:
+        return None
+    try:
+        flat = np.fromiter(
+            itertools.chain.from_iterable(values), dtype=np.float64, count=2 * len(values)
+        )
+    except (ValueError, TypeError):  # an item that is no number
+        return None
+    return flat.reshape(-1, 2)
+
+
 def class_probabilities(body: Any) -> ClassAnswer:
     """P(class) per row of a class service's answer; ValueError unless a BinaryPrediction.
 
@@ -28,7 +45,9 @@ def class_probabilities(body: Any) -> ClassAnswer:
         raise ValueError("not a BinaryPrediction: expected the keys prediction and predictions")
     try:
         first = np.array(body["prediction"], dtype=np.float64)
-        every = np.array(body["predictions"], dtype=np.float64)
+        every = _pairs(body["predictions"])
+        if every is None:
+            every = np.array(body["predictions"], dtype=np.float64)
     except (ValueError, TypeError) as error:
         raise ValueError(f"not a BinaryPrediction: {error}") from None
     if first.shape != (2,) or every.ndim != 2 or every.shape[1:] != (2,):

@@ -13,8 +13,13 @@ async def get_model_slot(request: Request) -> ModelSlot:
     return request.app.state.models
 
 
-async def get_served_model(slot: Annotated[ModelSlot, Depends(get_model_slot)]) -> ServedModel:
-    """The version serving this request, read once: a swap mid-request does not change it."""
+async def get_served_model(request: Request) -> ServedModel:
+    """The version serving this request, read once: a swap mid-request does not change it.
+
+    The slot is read here, not through get_model_slot: one dependency fewer to resolve on
+    every prediction.
+    """
+    slot: ModelSlot = request.app.state.models
     try:
         return slot.current
     except ModelUnavailable as error:
