@@ -261,6 +261,28 @@ def test_an_overload_of_the_proxy_container_is_shed_without_opening_a_circuit(pr
         assert metric_value(base, SKIPPED, service=service) == skipped_before[service]
 
 
+def test_a_new_version_rolls_out_in_the_containers_under_load(project, tmp_path):
+    """c=32 on the proxy while setosa's container gets version 2, loaded through the proxy."""
+    version = tmp_path / "2"
+    version.mkdir()
+    shutil.copy(REPO_ROOT / "models" / "setosa" / "1" / "model.onnx", version / "model.onnx")
+    container = project.container_id("service_setosa")
+    project.docker("cp", str(version), f"{container}:/app/models/setosa/")
+    base = proxy_url(project)
+    auth = {"Authorization": f"Bearer {project.settings['ADMIN_TOKEN']}"}
+    with Load(base, 32) as load:
+        load.wait_for_requests(200)
+        rollout = httpx.post(base + "/v2/repository/models/setosa/load", headers=auth, timeout=60)
+        assert rollout.status_code == 200, rollout.text
+        load.expect_version("setosa", "2")
+        load.wait_for_requests(load.counts().total + 300)
+        counts = load.stop()
+    print(f"compose tier rollout at c=32: {counts}")
+    assert counts.failed == 0 and counts.degraded == 0 and counts.stale == 0, counts.problems
+    assert labelled(project)["model_versions"]["setosa"] == "2"
+    assert project.settings["ADMIN_TOKEN"] not in project.logs()
+
+
 def test_the_job_killed_mid_pass_leaves_each_item_scored_exactly_once(project):
     project.compose("stop", "job")
     scored_before = project.mysql_count("SELECT COUNT(*) FROM predictions")
@@ -345,25 +367,3 @@ def test_down_and_up_keeps_items_and_predictions_and_ids_continue(project):
 def test_down_v_leaves_nothing_of_the_project(project):
     project.compose("down", "--volumes", "--timeout", "10")
     assert project.project_resources() == {"containers": [], "networks": [], "volumes": []}
-
-
-def test_a_new_version_rolls_out_in_the_containers_under_load(project, tmp_path):
-    """c=32 on the proxy while setosa's container gets version 2, loaded through the proxy."""
-    version = tmp_path / "2"
-    version.mkdir()
-    shutil.copy(REPO_ROOT / "models" / "setosa" / "1" / "model.onnx", version / "model.onnx")
-    container = project.container_id("service_setosa")
-    project.docker("cp", str(version), f"{container}:/app/models/setosa/")
-    base = proxy_url(project)
-    auth = {"Authorization": f"Bearer {project.settings['ADMIN_TOKEN']}"}
-    with Load(base, 32) as load:
-        load.wait_for_requests(200)
-        rollout = httpx.post(base + "/v2/repository/models/setosa/load", headers=auth, timeout=60)
-        assert rollout.status_code == 200, rollout.text
-        load.expect_version("setosa", "2")
-        load.wait_for_requests(load.counts().total + 300)
-        counts = load.stop()
-    print(f"compose tier rollout at c=32: {counts}")
-    assert counts.failed == 0 and counts.degraded == 0 and counts.stale == 0, counts.problems
-    assert labelled(project)["model_versions"]["setosa"] == "2"
-    assert project.settings["ADMIN_TOKEN"] not in project.logs()
