@@ -165,7 +165,7 @@ def time_per_item(database_url: str, sample: int, model_path: Path) -> float:
         features = unpack_rows([row.data], predictor.n_features)
         probabilities = predictor.predict_proba(features)
         with write_transaction(engine) as connection:
-            queries.insert_predictions(connection, [row.id], probabilities)
+            queries.insert_predictions(connection, [row.id], probabilities, 1)
     seconds = time.perf_counter() - started
     engine.dispose()
     return seconds
@@ -216,7 +216,8 @@ def seed_items(server: URL, database: str, count: int, scored: bool) -> float:
             stored += batch
         if scored:
             cursor.execute(
-                "INSERT INTO predictions (item_id, probabilities) SELECT id, %s FROM items",
+                "INSERT INTO predictions (item_id, probabilities, model_version)"
+                " SELECT id, %s, 1 FROM items",
                 pack_rows([[0.2, 0.3, 0.5]]),
             )
         cursor.execute("UPDATE id_blocks SET next_id = %s WHERE name = 'items'", (count + 1,))

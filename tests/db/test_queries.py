@@ -21,7 +21,7 @@ def _score(engine, after_id: int, limit: int, probability: float = 0.5) -> list[
         rows = queries.claim_unscored(connection, after_id, limit)
         item_ids = [row.id for row in rows]
         scores = np.full((len(rows), 3), probability, dtype=np.float32)
-        queries.insert_predictions(connection, item_ids, scores)
+        queries.insert_predictions(connection, item_ids, scores, 1)
     return item_ids
 
 
@@ -46,7 +46,7 @@ def test_rows_of_any_width_are_stored_and_claimed_as_sent(database_url):
         assert features.tobytes() == rows.tobytes()
         with pytest.raises(ValueError, match=r"stored rows of \[13\] numbers, expected 4"):
             unpack_rows([row.data for row in claimed], 4)
-        queries.insert_predictions(connection, [1, 2], np.array([[0.1, 0.2, 0.3, 0.4]] * 2))
+        queries.insert_predictions(connection, [1, 2], np.array([[0.1, 0.2, 0.3, 0.4]] * 2), 1)
     assert unpack_row(queries.get_item(engine, 2).probabilities) == pytest.approx(
         [0.1, 0.2, 0.3, 0.4]
     )
@@ -107,13 +107,14 @@ def test_a_second_prediction_for_an_item_is_ignored(database_url):
     engine = ready_engine(database_url)
     (item_id,) = queries.insert_items(engine, [ROW])
     with write_transaction(engine) as connection:
-        queries.insert_predictions(connection, [item_id], np.array([[0.7, 0.2, 0.1]]))
+        queries.insert_predictions(connection, [item_id], np.array([[0.7, 0.2, 0.1]]), 1)
     with write_transaction(engine) as connection:
-        queries.insert_predictions(connection, [item_id], np.array([[0.1, 0.2, 0.7]]))
+        queries.insert_predictions(connection, [item_id], np.array([[0.1, 0.2, 0.7]]), 2)
     with engine.connect() as connection:
         stored = connection.execute(select(predictions)).all()
     assert len(stored) == 1
     assert unpack_row(stored[0].probabilities)[0] == pytest.approx(0.7)
+    assert stored[0].model_version == 1
 
 
 def test_list_items_pages_by_cursor_and_offset(database_url):
