@@ -31,6 +31,7 @@ from sqlalchemy import (
     bindparam,
     func,
     select,
+    text,
     update,
 )
 
@@ -48,6 +49,11 @@ _chunk_table = Table(
     prefixes=["TEMPORARY"],
 )
 _CHUNK_TABLE_READY = "rescored_chunk_table"
+_REWRITE_FROM_CHUNK_TABLE = text(
+    "UPDATE rescored_chunk AS c STRAIGHT_JOIN predictions AS p ON p.item_id = c.item_id"
+    " SET p.probabilities = c.probabilities, p.model_version = :version, p.created_at = NOW()"
+    " WHERE p.model_version < :version"
+)
 
 
 @dataclass
@@ -59,6 +65,8 @@ class RescoreCursor:
     version: int = 0
     after_id: int = 0
     finished: bool = False
+    # Rows claimed in this walk: a walk that claimed none has nothing left to do.
+    claimed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
@@ -101,6 +109,7 @@ def claim_older(connection: Connection, cursor: RescoreCursor, limit: int) -> li
             item_ids = connection.execute(query).scalars().all()
             if item_ids:
                 cursor.after_id = item_ids[-1]
+                cursor.claimed += len(item_ids)
                 return list(
                     connection.execute(
                         select(items.c.id, items.c.data)
@@ -169,20 +178,12 @@ def _rewrite_through_chunk_table(
             for item_id, blob in zip(item_ids, packed, strict=True)
         ],
     )
-    # With CLIENT_FOUND_ROWS (SQLAlchemy's default) the count is of rows matched, which the
-    # condition on model_version makes exactly the rows written.
-    written = connection.execute(
-        update(predictions)
-        .where(
-            predictions.c.item_id == _chunk_table.c.item_id,
-            predictions.c.model_version < model_version,
-        )
-        .values(
-            probabilities=_chunk_table.c.probabilities,
-            model_version=model_version,
-            created_at=func.now(),
-        )
-    ).rowcount
+    # STRAIGHT_JOIN: from the chunk's rows to their predictions by item_id. Left to the
+    # optimizer, the join may scan predictions instead, locking rows of other chunks in
+    # flight (a deadlock, or rows another claim then skips). With CLIENT_FOUND_ROWS
+    # (SQLAlchemy's default) the count is of rows matched, which the condition on
+    # model_version makes exactly the rows written.
+    written = connection.execute(_REWRITE_FROM_CHUNK_TABLE, {"version": model_version}).rowcount
     connection.execute(_chunk_table.delete())
     return written
 

@@ -45,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 # A pass over a large backlog logs its progress this often.
 PROGRESS_LOG_SECONDS = 5.0
+# A rescore walks the older predictions again while its last walk found some: rows held
+# by others or in a failed chunk. Bounded, so a chunk that always fails cannot loop.
+MAX_RESCORE_WALKS = 3
 
 ITEMS_SCORED = Counter("batch_job_items_scored_total", "Items scored and stored")
 PASSES = Counter("batch_job_passes_total", "Scoring passes completed")
@@ -285,7 +288,6 @@ def run_rescore(
     started = time.perf_counter()
     older = rescoring.count_older(engine, model.version)
     RESCORE_BACKLOG.set(older)
-    cursor = rescoring.RescoreCursor(model.version)
     rescored = 0
 
     def on_chunk(count: int) -> None:
@@ -304,15 +306,21 @@ def run_rescore(
             rescored / (time.perf_counter() - started),
         )
 
-    if older:
+    # A walk skips the rows other transactions hold (another job's chunks, a retention
+    # sweep) and leaves behind a chunk that failed; the next walk finds whatever of them is
+    # still older. The walk that claims nothing is the last.
+    for _ in range(MAX_RESCORE_WALKS if older else 0):
+        cursor = rescoring.RescoreCursor(model.version)
         _run_chunks(
             pool,
             settings.worker_threads,
             stop_event,
-            lambda: rescore_next_chunk(engine, model, cursor, settings.chunk_size),
+            lambda cursor=cursor: rescore_next_chunk(engine, model, cursor, settings.chunk_size),
             on_chunk,
             on_progress,
         )
+        if not cursor.claimed or stop_event.is_set():
+            break
     result = PassResult(rescored, time.perf_counter() - started)
     RESCORE_BACKLOG.set(rescoring.count_older(engine, model.version))
     stopped = " (stopped early)" if stop_event.is_set() else ""
