@@ -27,6 +27,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     Row,
+    Select,
     Table,
     bindparam,
     func,
@@ -87,6 +88,22 @@ def _next_older_version(connection: Connection, cursor: RescoreCursor) -> int | 
     ).scalar_one()
 
 
+def claim_query(version: int, after_id: int, limit: int) -> Select:
+    """The SELECT of one claim (see `claim_older`), without its lock: the next `limit`
+    items (id, data) whose prediction `version` made, after `after_id`.
+
+    One statement with the items' rows: on MySQL/MariaDB (no FOR UPDATE OF) the lock takes
+    them too, which only retention's deletes of old items would wait for.
+    """
+    return _hinted(
+        select(items.c.id, items.c.data)
+        .join_from(predictions, items, items.c.id == predictions.c.item_id)
+        .where(predictions.c.model_version == version, predictions.c.item_id > after_id)
+        .order_by(predictions.c.item_id)
+        .limit(limit)
+    )
+
+
 def claim_older(connection: Connection, cursor: RescoreCursor, limit: int) -> list[Row]:
     """The next `limit` predictions of an older version (item_id, data), locked until the
     transaction ends; [] once every older version is walked.
@@ -95,18 +112,7 @@ def claim_older(connection: Connection, cursor: RescoreCursor, limit: int) -> li
     """
     while not cursor.finished:
         if cursor.version:
-            # One statement with the items' rows: on MySQL/MariaDB (no FOR UPDATE OF) it
-            # locks them too, which only retention's deletes of old items would wait for.
-            query = _hinted(
-                select(items.c.id, items.c.data)
-                .join_from(predictions, items, items.c.id == predictions.c.item_id)
-                .where(
-                    predictions.c.model_version == cursor.version,
-                    predictions.c.item_id > cursor.after_id,
-                )
-                .order_by(predictions.c.item_id)
-                .limit(limit)
-            )
+            query = claim_query(cursor.version, cursor.after_id, limit)
             if is_mysql(connection):
                 query = query.with_for_update(skip_locked=True)
             rows = list(connection.execute(query))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from src.db import queries
+from src.db import queries, rescoring
 from src.db.engine import is_mysql, write_transaction
 from src.db.layout import LayoutError, require_layout, stored_layout
 from src.db.packing import unpack_row, unpack_rows
@@ -176,3 +176,29 @@ def test_claims_pages_and_the_backlog_count_read_the_scored_index(database_url):
     }
     for what, statement in statements.items():
         assert _index_used_on_items(engine, statement) == queries.SCORED_INDEX, what
+
+
+def test_the_rescore_claim_walks_one_version_in_item_order_through_its_index(database_url):
+    """A range of (model_version, item_id), read in order: no sort of the older predictions,
+    however many there are, and none of the newer ones read."""
+    engine = ready_engine(database_url)
+    item_ids = queries.insert_items(engine, [ROW] * 3000)
+    with write_transaction(engine) as connection:
+        queries.insert_predictions(connection, item_ids[:2000], np.full((2000, 3), 1 / 3), 2)
+        queries.insert_predictions(connection, item_ids[2000:], np.full((1000, 3), 1 / 3), 1)
+    claim = rescoring.claim_query(version=1, after_id=2100, limit=100)
+    with engine.connect() as connection:
+        connection.exec_driver_sql("ANALYZE TABLE predictions" if is_mysql(engine) else "ANALYZE")
+        compiled = claim.compile(engine, compile_kwargs={"literal_binds": True})
+        if is_mysql(engine):
+            plan = connection.exec_driver_sql(f"EXPLAIN {compiled}").mappings().all()
+            (scan,) = [row for row in plan if row["table"] == "predictions"]
+            assert scan["key"] == rescoring.VERSION_INDEX
+            assert scan["type"] == "range"
+            assert "filesort" not in (scan["Extra"] or "")
+        else:
+            plan = [row[-1] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")]
+            assert any(f"USING INDEX {rescoring.VERSION_INDEX}" in step for step in plan), plan
+            assert not any("TEMP B-TREE" in step for step in plan), plan
+        rows = connection.execute(claim).all()
+    assert [row.id for row in rows] == item_ids[2100:2200]
