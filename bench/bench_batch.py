@@ -25,6 +25,11 @@ Then the client scenario of docs/batch-api.md (skip it with --submission-items 0
 - a retention sweep of 100,000 old scored items among them (seconds, rows/s, seconds per
   1,000-row transaction), and a pass over 10,000 new items while a sweep runs against one
   without, alternated.
+Then the rescore scenario (skip it with --rescore-items 0; --only-rescore runs only it):
+--rescore-items (1,000,000) items scored by model version 1, then one
+`python -m src.task --rescore` with a version 2 in the model repository (a copy of
+version 1: the same work): predictions rescored per second, from the job's log, and the
+job's peak RSS.
 Last the backlog sweep (skip it with --sweep-backlogs ''): one `--once` pass over each
 backlog size in a fresh database, items/s against backlog size, charted in
 bench/results/batch-backlog.png.
@@ -38,6 +43,7 @@ import argparse
 import os
 import platform
 import re
+import shutil
 import statistics
 import threading
 import time
@@ -60,6 +66,7 @@ from tooling.mysql_server import connect, mysql_server_url
 from tooling.processes import REPO_ROOT, ProcessStarter, free_port, wait_until_healthy
 
 PASS_DONE = re.compile(r"pass done: (\d+) items scored in ([\d.]+)s")
+RESCORE_DONE = re.compile(r"rescore done: (\d+) predictions of older versions .* in ([\d.]+)s")
 NOTHING_TO_SCORE = re.compile(r"pass done: nothing to score \(([\d.]+)s\)")
 TARGET_ITEMS_PER_SECOND = 30_000
 TARGET_EMPTY_PASS_GROWTH = 1.20
@@ -103,29 +110,38 @@ def register_through_api(database_url: str, items: int, rows_per_post: int, log_
         api.stop()
 
 
-def run_job_once(database_url: str, threads: int, chunk_size: int, log_dir: Path):
-    """One `--once` run: (items scored, seconds of the pass, seconds of the process, peak
-    RSS in MB). The RSS is the job's own high-water mark, from wait4's rusage."""
+def run_job(
+    database_url: str, threads: int, chunk_size: int, log_dir: Path, args=("--once",), **env
+) -> tuple[str, float, float]:
+    """One job run to its end: (its log, seconds of the process, peak RSS in MB). The RSS
+    is the job's own high-water mark, from wait4's rusage."""
     env = {
         "DATABASE_URL": database_url,
         "METRICS_PORT": "0",
         "WORKER_THREADS": str(threads),
         "CHUNK_SIZE": str(chunk_size),
+        **{key: str(value) for key, value in env.items()},
     }
     started = time.perf_counter()
-    job = ProcessStarter(log_dir).start("job", ["src.task", "--once"], env)
+    job = ProcessStarter(log_dir).start("job", ["src.task", *args], env)
     _, status, usage = os.wait4(job.popen.pid, 0)
     process_seconds = time.perf_counter() - started
     job.popen.returncode = os.waitstatus_to_exitcode(status)
     if job.popen.returncode != 0:
         raise SystemExit(f"job exited {job.popen.returncode}:\n{job.log()[-3000:]}")
-    log = job.log()
+    # ru_maxrss is in kilobytes on Linux.
+    return job.log(), process_seconds, usage.ru_maxrss / 1024
+
+
+def run_job_once(database_url: str, threads: int, chunk_size: int, log_dir: Path):
+    """One `--once` run: (items scored, seconds of the pass, seconds of the process, peak
+    RSS in MB)."""
+    log, process_seconds, rss_mb = run_job(database_url, threads, chunk_size, log_dir)
     if done := PASS_DONE.findall(log):
         scored, seconds = int(done[-1][0]), float(done[-1][1])
     else:
         scored, seconds = 0, float(NOTHING_TO_SCORE.findall(log)[-1])
-    # ru_maxrss is in kilobytes on Linux.
-    return scored, seconds, process_seconds, usage.ru_maxrss / 1024
+    return scored, seconds, process_seconds, rss_mb
 
 
 def time_job_pass(database_url: str, threads: int, chunk_size: int, log_dir: Path):
@@ -165,7 +181,7 @@ def time_per_item(database_url: str, sample: int, model_path: Path) -> float:
         features = unpack_rows([row.data], predictor.n_features)
         probabilities = predictor.predict_proba(features)
         with write_transaction(engine) as connection:
-            queries.insert_predictions(connection, [row.id], probabilities)
+            queries.insert_predictions(connection, [row.id], probabilities, 1)
     seconds = time.perf_counter() - started
     engine.dispose()
     return seconds
@@ -216,7 +232,8 @@ def seed_items(server: URL, database: str, count: int, scored: bool) -> float:
             stored += batch
         if scored:
             cursor.execute(
-                "INSERT INTO predictions (item_id, probabilities) SELECT id, %s FROM items",
+                "INSERT INTO predictions (item_id, probabilities, model_version)"
+                " SELECT id, %s, 1 FROM items",
                 pack_rows([[0.2, 0.3, 0.5]]),
             )
         cursor.execute("UPDATE id_blocks SET next_id = %s WHERE name = 'items'", (count + 1,))
@@ -497,6 +514,64 @@ def submission_scenario(server: URL, args, created: list[str]) -> None:
         print(f"{name:<44} {measured:>14}  {_verdict(ok)}")
 
 
+def version_2_repository(log_dir: Path) -> Path:
+    """A copy of models/ with iris version 2 = version 1's file: rescoring does the same work."""
+    root = log_dir / "rescore-models"
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(REPO_ROOT / "models", root)
+    (root / "iris" / "2").mkdir()
+    shutil.copy(root / "iris" / "1" / "model.onnx", root / "iris" / "2" / "model.onnx")
+    return root
+
+
+def rescore_scenario(server: URL, args, created: list[str]) -> None:
+    n = args.rescore_items
+    print()
+    print(f"rescore scenario: {n:,} predictions of model version 1, one --rescore to version 2")
+    url = new_database(server, created)
+    seed_seconds = seed_items(server, created[-1], n, scored=True)
+    print(f"seeded {n:,} scored items and their version-1 predictions in {seed_seconds:.1f}s")
+    log, process_seconds, rss_mb = run_job(
+        url,
+        args.threads,
+        args.chunk_size,
+        args.log_dir,
+        args=["--rescore"],
+        MODEL_REPOSITORY=version_2_repository(args.log_dir),
+    )
+    rescored, seconds = (float(value) for value in RESCORE_DONE.findall(log)[-1])
+    with connect(server, created[-1]) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT model_version, COUNT(*) FROM predictions GROUP BY model_version")
+        versions = dict(cursor.fetchall())
+    if rescored != n or versions != {2: n}:
+        raise SystemExit(f"rescored {rescored:,.0f} of {n:,}; versions stored: {versions}")
+    rate = rescored / seconds
+    print(
+        f"rescore of {n:,}: {seconds:.2f}s ({rate:,.0f} items/s), process"
+        f" {process_seconds:.2f}s, job peak RSS {rss_mb:.0f} MB; versions stored {versions}"
+    )
+    # The job's normal speed on this machine now: a pass over a backlog of the same size.
+    backlog = new_database(server, created)
+    seed_items(server, created[-1], n, scored=False)
+    scored, pass_seconds, _, _ = run_job_once(backlog, args.threads, args.chunk_size, args.log_dir)
+    pass_rate = scored / pass_seconds
+    print(
+        f"for comparison, a pass over a backlog of {n:,}: {pass_seconds:.2f}s"
+        f" ({pass_rate:,.0f} items/s)"
+    )
+    print()
+    print(f"{'target':<44} {'measured':>14}  verdict")
+    print(
+        f"{'rescore of ' + format(n, ',') + ' >= 30,000 items/s':<44} {rate:>14,.0f}  "
+        f"{_verdict(rate >= TARGET_ITEMS_PER_SECOND)}"
+    )
+    print(f"{'rescore / pass over the same backlog':<44} {rate / pass_rate:>13.2f}x")
+    print(
+        f"{'rescore: job RSS <= 300 MB':<44} {rss_mb:>11.0f} MB  "
+        f"{_verdict(rss_mb <= TARGET_BACKLOG_RSS_MB)}"
+    )
+
+
 def _verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
@@ -522,6 +597,10 @@ def main() -> None:
     )
     parser.add_argument("--only-clients", action="store_true", help="run only the client scenario")
     parser.add_argument(
+        "--rescore-items", type=int, default=1_000_000, help="0: skip the rescore scenario"
+    )
+    parser.add_argument("--only-rescore", action="store_true", help="run only the rescore scenario")
+    parser.add_argument(
         "--sweep-backlogs",
         default="1000,5000,20000,100000",
         help="backlog sizes of the sweep, comma-separated ('': no sweep)",
@@ -539,6 +618,9 @@ def main() -> None:
         print(f"job: {args.threads} threads, chunks of {args.chunk_size}; cores: {os.cpu_count()}")
         if args.only_clients:
             submission_scenario(server, args, created)
+            return
+        if args.only_rescore:
+            rescore_scenario(server, args, created)
             return
         database_url = new_database(server, created)
         database = created[-1]
@@ -563,6 +645,8 @@ def main() -> None:
             history_scenario(server, args, created)
         if args.submission_items:
             submission_scenario(server, args, created)
+        if args.rescore_items:
+            rescore_scenario(server, args, created)
         if args.sweep_backlogs:
             backlogs = [int(size) for size in args.sweep_backlogs.split(",")]
             backlog_sweep(server, args, created, backlogs, version)

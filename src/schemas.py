@@ -164,6 +164,9 @@ class ItemPrediction(BaseModel):
     id: int
     prediction: dict[str, float] | None
     label: str | None = None
+    model_version: str | None = Field(
+        None, description="the version of the model that made the prediction; null until scored"
+    )
 
 
 class ItemRecord(BaseModel):
@@ -172,6 +175,9 @@ class ItemRecord(BaseModel):
     created_at: str
     prediction: dict[str, float] | None = None
     label: str | None = None
+    model_version: str | None = Field(
+        None, description="the version of the model that made the prediction; null until scored"
+    )
 
 
 class ItemPage(BaseModel):

@@ -272,15 +272,38 @@ class DatabaseSettings(CommonSettings):
         return DEFAULT_SQLITE_URL
 
 
-class ApiSettings(DatabaseSettings):
-    """The batch API: registers items, serves their predictions once the job has run."""
+class BatchModelSettings(DatabaseSettings):
+    """The batch pattern's model, read by the API and the job alike.
+
+    `<MODEL_REPOSITORY>/<MODEL_NAME>/<version>/model.onnx`, the newest version unless
+    MODEL_VERSION pins one; MODEL_FILEPATH names one file instead (version MODEL_VERSION or 1).
+    """
+
+    model_repository: Path = MODELS_DIR
+    model_name: str = Field("iris", min_length=1)
+    model_version: int | None = Field(None, ge=1, description="unset: the newest present")
+    model_filepath: Path | None = None
+    label_filepath: Path = DEFAULT_LABEL_FILEPATH
+
+    def resolved_model(self) -> tuple[int, Path]:
+        """(version, file) of the model; ModelLoadError when the repository lacks it."""
+        # Imported here, as SQLAlchemy above: the settings module stays free of the rest.
+        from src.ml.repository import resolve_model_file
+
+        return resolve_model_file(
+            self.model_repository, self.model_name, self.model_version, self.model_filepath
+        )
+
+
+class ApiSettings(BatchModelSettings):
+    """The batch API: registers items, serves their predictions once the job has run.
+
+    It reads the job's model for its row width and class count, never scores with it.
+    """
 
     process_name: ClassVar[str] = "batch API"
 
     port: int = 8000
-    # The job's model: the API reads its row width and class count, never scores with it.
-    model_filepath: Path = MODELS_DIR / "iris" / "1" / "model.onnx"
-    label_filepath: Path = DEFAULT_LABEL_FILEPATH
     idempotency_ttl_seconds: float = Field(
         86_400, gt=0, description="seconds an Idempotency-Key answers with its first ids"
     )
@@ -293,7 +316,7 @@ class ApiSettings(DatabaseSettings):
     )
 
 
-class JobSettings(DatabaseSettings):
+class JobSettings(BatchModelSettings):
     """The batch job: scores every unscored item every `BATCH_WAIT_TIME` seconds."""
 
     batch_wait_time: float = Field(60, ge=0, description="seconds between two passes")
@@ -303,9 +326,11 @@ class JobSettings(DatabaseSettings):
     metrics_port: int = Field(9200, ge=0)
     # Backoff between attempts while the database is unreachable grows up to this.
     db_retry_max_wait: float = Field(30, gt=0)
-    model_filepath: Path = MODELS_DIR / "iris" / "1" / "model.onnx"
-    label_filepath: Path = DEFAULT_LABEL_FILEPATH
     # Unset: every item and prediction is kept, as before.
     retention_seconds: float | None = Field(
         None, gt=0, description="scored items older than this are deleted between passes"
+    )
+    # True: every pass also scores again the predictions of older model versions.
+    rescore: bool = Field(
+        False, description="rescore predictions made by an older model version after each pass"
     )

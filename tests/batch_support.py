@@ -7,11 +7,12 @@ tests skip, unless REQUIRE_MYSQL=1: then they fail.
 """
 
 import os
+import shutil
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -113,9 +114,16 @@ def job_env(database_url: str, **overrides: object) -> dict[str, str]:
     return env
 
 
-def run_job_once(processes: ProcessStarter, env: dict[str, str], timeout: float = 120) -> str:
-    """Run `python -m src.task --once` to the end; its log (fails on a non-zero exit)."""
-    job = processes.start("job-once", ["src.task", "--once"], env)
+def run_job_once(
+    processes: ProcessStarter,
+    env: dict[str, str],
+    timeout: float = 120,
+    args: Sequence[str] = ("--once",),
+    module: str = "src.task",
+) -> str:
+    """Run `python -m src.task --once` (or `args`) to the end; its log (fails on a non-zero
+    exit)."""
+    job = processes.start("job-once", [module, *args], env)
     code = job.popen.wait(timeout)
     assert code == 0, f"job exited {code}:\n{job.log()[-3000:]}"
     return job.log()
@@ -234,3 +242,16 @@ def count_items(engine: Engine) -> int:
 def count_predictions(engine: Engine) -> int:
     with engine.connect() as connection:
         return connection.execute(select(func.count()).select_from(predictions)).scalar_one()
+
+
+@pytest.fixture(scope="session")
+def iris_v2_repository(tmp_path_factory) -> Path:
+    """A copy of models/ with an iris version 2 that scores differently (trained on every
+    other row), for the batch job's lineage and rescoring."""
+    from src.ml.train import export, load_data, make_classifier, model_path
+
+    root = tmp_path_factory.mktemp("models-v2")
+    shutil.copytree(REPO_ROOT / "models", root, dirs_exist_ok=True)
+    features, target, _ = load_data("iris")
+    export(make_classifier().fit(features[::2], target[::2]), features, model_path(root, "iris", 2))
+    return root

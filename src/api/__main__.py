@@ -29,7 +29,7 @@ def require_current_database(settings: ApiSettings, model: BatchModel) -> None:
                 engine,
                 model.row_spec.n_features,
                 model.n_classes,
-                f"model {settings.model_filepath}",
+                f"model {model.path}",
             ),
         )
     finally:

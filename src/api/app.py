@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
@@ -54,10 +55,12 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 
 @dataclass(frozen=True)
 class BatchModel:
-    """What the API knows of the model the job scores with: its rows and its classes."""
+    """What the API knows of the model the job scores with: its rows, classes and version."""
 
     row_spec: RowSpec
     labels: list[str]
+    version: int
+    path: Path
 
     @property
     def n_classes(self) -> int:
@@ -65,16 +68,18 @@ class BatchModel:
 
 
 def load_batch_model(settings: ApiSettings) -> BatchModel:
-    """MODEL_FILEPATH's width F and class count K, checked against LABEL_FILEPATH.
+    """The model's width F and class count K, checked against LABEL_FILEPATH.
 
-    The model is loaded once, to read F and K from the file the way the job will; the
-    API itself never scores, so the session is dropped. ModelLoadError when they differ.
+    The model (MODEL_NAME's newest or pinned version, or MODEL_FILEPATH) is loaded once,
+    to read F and K from the file the way the job will; the API itself never scores, so
+    the session is dropped. ModelLoadError when it is absent or they differ.
     """
     labels = load_labels(settings.label_filepath)
-    predictor = Predictor(settings.model_filepath).load()
+    version, path = settings.resolved_model()
+    predictor = Predictor(path).load()
     predictor.require_classes(len(labels), f"label file {settings.label_filepath}")
     sample = load_sample(settings.label_filepath, predictor.n_features)
-    return BatchModel(RowSpec.of_width(predictor.n_features, sample), labels)
+    return BatchModel(RowSpec.of_width(predictor.n_features, sample), labels, version, path)
 
 
 @asynccontextmanager
@@ -104,6 +109,7 @@ def create_app(settings: ApiSettings, model: BatchModel | None = None) -> FastAP
         row_spec=model.row_spec,
     )
     app.state.labels = model.labels
+    app.state.model = model
     app.add_exception_handler(SQLAlchemyError, _database_unavailable)
     app.include_router(router)
     return app
@@ -117,8 +123,13 @@ async def get_labels(request: Request) -> list[str]:
     return request.app.state.labels
 
 
+async def get_model(request: Request) -> BatchModel:
+    return request.app.state.model
+
+
 EngineDep = Annotated[Engine, Depends(get_engine)]
 LabelsDep = Annotated[list[str], Depends(get_labels)]
+ModelDep = Annotated[BatchModel, Depends(get_model)]
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
 PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="items per page")]
 # Ids are BIGINT: a larger number is a 422, not a database error.
@@ -198,6 +209,11 @@ def _best_label(probabilities: dict[str, float]) -> str:
     return max(probabilities, key=probabilities.__getitem__)
 
 
+def _model_version(row: Row) -> str | None:
+    # A string, as the Open Inference Protocol gives versions; null while unscored.
+    return None if row.scored_item_id is None else str(row.model_version)
+
+
 def _record(row: Row, labels: list[str]) -> ItemRecord:
     probabilities = _probabilities(row, labels)
     return ItemRecord(
@@ -206,6 +222,7 @@ def _record(row: Row, labels: list[str]) -> ItemRecord:
         created_at=row.created_at.isoformat(),
         prediction=probabilities,
         label=_best_label(probabilities) if probabilities else None,
+        model_version=_model_version(row),
     )
 
 
@@ -227,10 +244,17 @@ def health(engine: EngineDep) -> HealthResponse | JSONResponse:
 
 @router.get("/metadata")
 def metadata(
-    settings: SettingsDep, labels: LabelsDep, row_spec: RowSpecDep, engine: EngineDep
+    settings: SettingsDep,
+    labels: LabelsDep,
+    row_spec: RowSpecDep,
+    engine: EngineDep,
+    model: ModelDep,
 ) -> dict:
     return {
-        "model_filepath": str(settings.model_filepath),
+        "model_filepath": str(model.path),
+        "model_name": settings.model_name,
+        # The version the job scores with when it runs with the API's settings.
+        "model_version": str(model.version),
         "data_type": "float32",
         "data_structure": row_spec.structure,
         "data_sample": [row_spec.sample],
@@ -344,8 +368,13 @@ def prediction_by_id(item_id: ItemId, engine: EngineDep, labels: LabelsDep) -> I
         raise HTTPException(status_code=404, detail=f"no item with id {item_id}")
     probabilities = _probabilities(row, labels)
     if probabilities is None:
-        return ItemPrediction(id=row.id, prediction=None)
-    return ItemPrediction(id=row.id, prediction=probabilities, label=_best_label(probabilities))
+        return ItemPrediction(id=row.id, prediction=None, model_version=None)
+    return ItemPrediction(
+        id=row.id,
+        prediction=probabilities,
+        label=_best_label(probabilities),
+        model_version=_model_version(row),
+    )
 
 
 @router.get(

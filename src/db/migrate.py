@@ -157,11 +157,24 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str, str]:
     return before, after
 
 
+def _require_downgradable(connection: Connection, config: Config, revision: str) -> None:
+    """Each revision to undo may refuse (`require_downgradable(connection)` in its module)
+    before any of them runs: MySQL commits each DDL statement at once, so a refusal halfway
+    would leave the later revisions undone."""
+    current = MigrationContext.configure(connection).get_current_revision()
+    scripts = ScriptDirectory.from_config(config)
+    for script in scripts.iterate_revisions(current, revision, select_for_downgrade=True):
+        check = getattr(script.module, "require_downgradable", None)
+        if check is not None:
+            check(connection)
+
+
 def downgrade(engine: Engine, revision: str) -> tuple[str, str]:
     """Migrate back to `revision` (e.g. 0001, or "base": no tables); (before, after)."""
     with _migration_lock(engine) as connection:
         config = alembic_config(connection)
         before = describe_schema(connection)
+        _require_downgradable(connection, config, revision)
         command.downgrade(config, revision)
         after = describe_schema(connection)
     return before, after

@@ -79,6 +79,7 @@ def _items_with_predictions() -> Select:
         items.c.created_at,
         predictions.c.item_id.label("scored_item_id"),
         predictions.c.probabilities,
+        predictions.c.model_version,
     ).outerjoin_from(items, predictions, predictions.c.item_id == items.c.id)
 
 
@@ -143,9 +144,13 @@ def backlog_query() -> Select:
 
 
 def insert_predictions(
-    connection: Connection, item_ids: Sequence[int], probabilities: np.ndarray
+    connection: Connection,
+    item_ids: Sequence[int],
+    probabilities: np.ndarray,
+    model_version: int,
 ) -> None:
-    """Store one predictions row per item and mark the items scored, in the caller's transaction.
+    """Store one predictions row per item, made by `model_version`, and mark the items
+    scored, in the caller's transaction.
 
     A row whose item already has a prediction is left alone: the claim makes that
     impossible in normal operation, and the unique item_id keeps it exactly once regardless.
@@ -153,7 +158,7 @@ def insert_predictions(
     if not item_ids:
         return
     values = [
-        {"item_id": item_id, "probabilities": packed}
+        {"item_id": item_id, "probabilities": packed, "model_version": model_version}
         for item_id, packed in zip(item_ids, pack_rows(probabilities), strict=True)
     ]
     if is_mysql(connection):

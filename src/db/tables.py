@@ -15,6 +15,9 @@ float64 blobs (src/db/packing.py), so one schema holds any model's rows; `model_
 records the width and class count the database was filled for, and a process whose model
 differs refuses to start (src/db/layout.py).
 
+Lineage: `predictions.model_version` is the version of the model that made each
+prediction; a rescoring run (src/db/rescoring.py) rewrites older ones, once per version.
+
 This is the schema of the newest migration (src/db/migrations): a change here needs a
 new revision too (tests/db/test_migrations.py compares the two).
 """
@@ -70,7 +73,13 @@ predictions = Table(
     ),
     # K probabilities in the model's output order (label.json maps index -> name).
     Column("probabilities", LargeBinary(), nullable=False),
+    # When this prediction was made: stored, or rewritten by a rescoring run.
     Column("created_at", DateTime(), nullable=False, server_default=func.now()),
+    # The version of the model that made it (MODEL_VERSION, or the repository's newest).
+    # No default: every writer names its version.
+    Column("model_version", Integer(), nullable=False),
+    # A rescoring run walks one older version's predictions in item order: a range of this.
+    Index("ix_predictions_model_version_item_id", "model_version", "item_id"),
     mysql_engine="InnoDB",
 )
 

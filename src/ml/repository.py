@@ -53,3 +53,16 @@ class ModelRepository:
                 f"(present: {', '.join(map(str, present)) or 'none'})"
             )
         return version, self.model_path(model, version)
+
+
+def resolve_model_file(
+    repository: Path, model: str, version: int | None, filepath: Path | None
+) -> tuple[int, Path]:
+    """(version, file) of a process's model: `filepath` when given, else the repository's.
+
+    One file (MODEL_FILEPATH) has one version, `version` or 1; in the repository `version`
+    pins one, None takes the newest present. ModelLoadError when it is absent.
+    """
+    if filepath is not None:
+        return version or 1, filepath
+    return ModelRepository(repository).resolve(model, version)

@@ -1,4 +1,5 @@
-"""`python -m src.task`: the batch job (compose service `job`); `--once` runs one pass."""
+"""`python -m src.task`: the batch job (compose service `job`); `--once` runs one pass,
+`--rescore` one pass and a rescoring of older model versions' predictions."""
 
 from src.task.job import main
 

@@ -1,13 +1,16 @@
 """The batch job: every `BATCH_WAIT_TIME` seconds, score every unscored item.
 
 `python -m src.task` loops forever; `--once` runs one pass and exits (cron, a
-Kubernetes CronJob). A pass hands chunks to a pool of `WORKER_THREADS` threads; each
-thread claims the next `CHUNK_SIZE` unscored items, scores them with one ONNX Runtime
-call (which releases the GIL) and writes their predictions with one bulk INSERT, all in
+Kubernetes CronJob); `--rescore` runs one pass, then scores again every prediction an
+older model version made, and exits (`RESCORE=true` does that after every pass). A pass
+hands chunks to a pool of `WORKER_THREADS` threads; each thread claims the next
+`CHUNK_SIZE` unscored items, scores them with one ONNX Runtime call (which releases the
+GIL) and writes their predictions, with the model's version, in one bulk INSERT, all in
 one transaction. A killed job therefore leaves whole chunks or nothing, and the next
-pass scores what is left. After each pass, the job stamps the submissions it completed
-and, with `RETENTION_SECONDS` set, deletes old scored items in short chunks
-(src/db/retention.py). Metrics are served on `METRICS_PORT` (0: off).
+pass scores what is left; rescoring goes the same way (src/db/rescoring.py). After each
+pass, the job stamps the submissions it completed and, with `RETENTION_SECONDS` set,
+deletes old scored items in short chunks (src/db/retention.py). Metrics are served on
+`METRICS_PORT` (0: off).
 """
 
 import argparse
@@ -15,13 +18,15 @@ import logging
 import signal
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from sqlalchemy import Engine
 
-from src.db import queries, retention
+from src.db import queries, rescoring, retention
 from src.db.engine import create_db_engine, write_transaction
 from src.db.layout import require_layout
 from src.db.migrate import require_current_schema_when_reachable
@@ -40,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 # A pass over a large backlog logs its progress this often.
 PROGRESS_LOG_SECONDS = 5.0
+# A rescore walks the older predictions again while its last walk found some: rows held
+# by others or in a failed chunk. Bounded, so a chunk that always fails cannot loop.
+MAX_RESCORE_WALKS = 3
 
 ITEMS_SCORED = Counter("batch_job_items_scored_total", "Items scored and stored")
 PASSES = Counter("batch_job_passes_total", "Scoring passes completed")
@@ -65,6 +73,19 @@ LAST_PASS = Gauge(
     "batch_job_last_pass_timestamp_seconds", "Unix time the last completed pass ended (0: none)"
 )
 ERRORS = Counter("batch_job_errors_total", "Failed chunks and passes", ["kind"])
+MODEL_INFO = Gauge(
+    "batch_job_model_info", "1 for the model version the job scores with", ["model", "version"]
+)
+ITEMS_RESCORED = Counter(
+    "batch_job_items_rescored_total", "Predictions of an older model version scored again"
+)
+RESCORE_BACKLOG = Gauge(
+    "batch_job_rescore_backlog_items",
+    "Predictions of an older model version than the job's, as of the last count",
+)
+RESCORE_RATE = Gauge(
+    "batch_job_rescore_items_per_second", "Predictions rescored per second by the last rescore"
+)
 DB_RETRIES = Counter("batch_job_db_retries_total", "Attempts retried: database unreachable")
 
 
@@ -83,6 +104,16 @@ class ChunkCursor:
         self.last_id = last_id
 
 
+@dataclass(frozen=True)
+class JobModel:
+    """The model the job scores with, and the version every prediction it writes records."""
+
+    name: str
+    version: int
+    path: Path
+    predictor: Predictor
+
+
 @dataclass
 class PassResult:
     scored: int
@@ -93,9 +124,7 @@ class PassResult:
         return self.scored / self.seconds if self.seconds > 0 else 0.0
 
 
-def score_next_chunk(
-    engine: Engine, predictor: Predictor, cursor: ChunkCursor, chunk_size: int
-) -> int:
+def score_next_chunk(engine: Engine, model: JobModel, cursor: ChunkCursor, chunk_size: int) -> int:
     """Claim, score and store the next chunk in one transaction; returns its size (0: done)."""
     with write_transaction(engine) as connection:
         # Claims one at a time, so the pass's threads never claim overlapping chunks.
@@ -106,14 +135,85 @@ def score_next_chunk(
         if not rows:
             return 0
         item_ids = [row.id for row in rows]
-        features = unpack_rows([row.data for row in rows], predictor.n_features)
-        queries.insert_predictions(connection, item_ids, predictor.predict_proba(features))
+        features = unpack_rows([row.data for row in rows], model.predictor.n_features)
+        queries.insert_predictions(
+            connection, item_ids, model.predictor.predict_proba(features), model.version
+        )
     return len(item_ids)
+
+
+def rescore_next_chunk(
+    engine: Engine, model: JobModel, cursor: rescoring.RescoreCursor, chunk_size: int
+) -> int | None:
+    """Claim, score again and rewrite the next chunk of older predictions in one
+    transaction; returns the rows written (None: the chunk was empty but more may follow,
+    0: nothing older is left)."""
+    with write_transaction(engine) as connection:
+        with cursor.lock:
+            rows = rescoring.claim_older(connection, cursor, chunk_size)
+        if not rows:
+            return 0
+        features = unpack_rows([row.data for row in rows], model.predictor.n_features)
+        written = rescoring.rewrite_predictions(
+            connection,
+            [row.id for row in rows],
+            model.predictor.predict_proba(features),
+            model.version,
+        )
+    # Another job may have rewritten every row of the claim first: still not the end.
+    return written or None
+
+
+def _run_chunks(
+    pool: ThreadPoolExecutor,
+    threads: int,
+    stop_event: threading.Event,
+    next_chunk: Callable[[], int | None],
+    on_chunk: Callable[[int], None],
+    on_progress: Callable[[], None],
+) -> None:
+    """Run `next_chunk` on the pool, one call per thread in flight, until one returns 0
+    (nothing left) or `stop_event` is set; `on_chunk` gets each chunk's count.
+
+    A chunk that fails is rolled back whole and left to the next pass. Raises the database
+    error that stopped it, once the chunks in flight are done, so the caller can retry.
+    """
+    database_error: Exception | None = None
+    last_progress = time.perf_counter()
+    pending = {pool.submit(next_chunk) for _ in range(threads)}
+    while pending:
+        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+        for future in done:
+            try:
+                count = future.result()
+            except DATABASE_DOWN_ERRORS as error:
+                if not is_lock_conflict(error):
+                    database_error = error
+                    continue
+                # Another job holds a lock this chunk needs: leave it to the next pass.
+                logger.warning("chunk rolled back on a lock conflict: %s", error)
+                ERRORS.labels("lock_conflict").inc()
+                count = None
+            except Exception:
+                # Its rows stay as they were (the transaction rolled back); the next pass retries.
+                logger.exception("chunk failed; its items stay as they were until the next pass")
+                ERRORS.labels("chunk").inc()
+                count = None
+            if count:
+                on_chunk(count)
+            if count != 0 and database_error is None and not stop_event.is_set():
+                pending.add(pool.submit(next_chunk))
+        now = time.perf_counter()
+        if pending and now - last_progress >= PROGRESS_LOG_SECONDS:
+            last_progress = now
+            on_progress()
+    if database_error is not None:
+        raise database_error
 
 
 def run_pass(
     engine: Engine,
-    predictor: Predictor,
+    model: JobModel,
     pool: ThreadPoolExecutor,
     settings: JobSettings,
     stop_event: threading.Event,
@@ -129,49 +229,29 @@ def run_pass(
     OLDEST_UNSCORED_AGE.set(queries.oldest_unscored_age_seconds(engine))
     cursor = ChunkCursor(queries.last_item_id(engine))
     scored = 0
-    database_error: Exception | None = None
-    last_progress = started
 
-    def submit() -> Future:
-        return pool.submit(score_next_chunk, engine, predictor, cursor, settings.chunk_size)
+    def on_chunk(count: int) -> None:
+        nonlocal scored
+        scored += count
+        ITEMS_SCORED.inc(count)
+        BACKLOG.set(max(backlog - scored, 0))
 
-    # One chunk per thread in flight; a finished chunk makes room for the next.
-    pending = {submit() for _ in range(settings.worker_threads)}
-    while pending:
-        done, pending = wait(pending, return_when=FIRST_COMPLETED)
-        for future in done:
-            try:
-                chunk_scored = future.result()
-            except DATABASE_DOWN_ERRORS as error:
-                if not is_lock_conflict(error):
-                    database_error = error
-                    continue
-                # Another job holds a lock this chunk needs: leave it to the next pass.
-                logger.warning("chunk rolled back on a lock conflict: %s", error)
-                ERRORS.labels("lock_conflict").inc()
-                chunk_scored = None
-            except Exception:
-                # Its items stay unscored (the transaction rolled back); the next pass retries.
-                logger.exception("chunk failed; its items stay unscored until the next pass")
-                ERRORS.labels("chunk").inc()
-                chunk_scored = None
-            if chunk_scored:
-                scored += chunk_scored
-                ITEMS_SCORED.inc(chunk_scored)
-                BACKLOG.set(max(backlog - scored, 0))
-            if chunk_scored != 0 and database_error is None and not stop_event.is_set():
-                pending.add(submit())
-        now = time.perf_counter()
-        if pending and now - last_progress >= PROGRESS_LOG_SECONDS:
-            last_progress = now
-            logger.info(
-                "pass in progress: %d items scored, about %d left (%.0f items/s)",
-                scored,
-                max(backlog - scored, 0),
-                scored / (now - started),
-            )
-    if database_error is not None:
-        raise database_error
+    def on_progress() -> None:
+        logger.info(
+            "pass in progress: %d items scored, about %d left (%.0f items/s)",
+            scored,
+            max(backlog - scored, 0),
+            scored / (time.perf_counter() - started),
+        )
+
+    _run_chunks(
+        pool,
+        settings.worker_threads,
+        stop_event,
+        lambda: score_next_chunk(engine, model, cursor, settings.chunk_size),
+        on_chunk,
+        on_progress,
+    )
     result = PassResult(scored, time.perf_counter() - started)
     PASSES.inc()
     PASS_DURATION.observe(result.seconds)
@@ -185,6 +265,72 @@ def run_pass(
     logger.info(
         "pass done: %d items scored in %.2fs (%.0f items/s)%s",
         result.scored,
+        result.seconds,
+        result.items_per_second,
+        stopped,
+    )
+    return result
+
+
+def run_rescore(
+    engine: Engine,
+    model: JobModel,
+    pool: ThreadPoolExecutor,
+    settings: JobSettings,
+    stop_event: threading.Event,
+) -> PassResult:
+    """Score again every prediction an older model version made, oldest version first, in
+    item order; stops early (after the chunks in flight) on `stop_event`.
+
+    Exactly once per item and version, with other jobs at once or after a kill: see
+    src/db/rescoring.py. Raises the database error that interrupted it, as `run_pass`.
+    """
+    started = time.perf_counter()
+    older = rescoring.count_older(engine, model.version)
+    RESCORE_BACKLOG.set(older)
+    rescored = 0
+
+    def on_chunk(count: int) -> None:
+        nonlocal rescored
+        rescored += count
+        ITEMS_RESCORED.inc(count)
+        RESCORE_BACKLOG.set(max(older - rescored, 0))
+
+    def on_progress() -> None:
+        logger.info(
+            "rescore in progress: %d predictions rescored to version %d, about %d left "
+            "(%.0f items/s)",
+            rescored,
+            model.version,
+            max(older - rescored, 0),
+            rescored / (time.perf_counter() - started),
+        )
+
+    # A walk skips the rows other transactions hold (another job's chunks, a retention
+    # sweep) and leaves behind a chunk that failed; the next walk finds whatever of them is
+    # still older. The walk that claims nothing is the last.
+    for _ in range(MAX_RESCORE_WALKS if older else 0):
+        cursor = rescoring.RescoreCursor(model.version)
+        _run_chunks(
+            pool,
+            settings.worker_threads,
+            stop_event,
+            lambda cursor=cursor: rescore_next_chunk(engine, model, cursor, settings.chunk_size),
+            on_chunk,
+            on_progress,
+        )
+        if not cursor.claimed or stop_event.is_set():
+            break
+    result = PassResult(rescored, time.perf_counter() - started)
+    RESCORE_BACKLOG.set(rescoring.count_older(engine, model.version))
+    stopped = " (stopped early)" if stop_event.is_set() else ""
+    if result.scored:
+        RESCORE_RATE.set(result.items_per_second)
+    logger.info(
+        "rescore done: %d predictions of older versions rescored to version %d in %.2fs "
+        "(%.0f items/s)%s",
+        result.scored,
+        model.version,
         result.seconds,
         result.items_per_second,
         stopped,
@@ -211,14 +357,15 @@ def after_pass(engine: Engine, settings: JobSettings, stop_event: threading.Even
         )
 
 
-def load_job_predictor(settings: JobSettings) -> Predictor:
-    """The model, checked to give one probability per class of the label file."""
+def load_job_model(settings: JobSettings) -> JobModel:
+    """The model (MODEL_NAME's newest or pinned version, or MODEL_FILEPATH), checked to
+    give one probability per class of the label file."""
     labels = load_labels(settings.label_filepath)
-    return (
-        Predictor(settings.model_filepath)
-        .load()
-        .require_classes(len(labels), f"label file {settings.label_filepath}")
+    version, path = settings.resolved_model()
+    predictor = (
+        Predictor(path).load().require_classes(len(labels), f"label file {settings.label_filepath}")
     )
+    return JobModel(settings.model_name, version, path, predictor)
 
 
 def _stop_on_signals(stop_event: threading.Event) -> None:
@@ -235,20 +382,33 @@ def _count_retry() -> None:
     ERRORS.labels("database").inc()
 
 
-def run(settings: JobSettings, predictor: Predictor, once: bool, stop_event: threading.Event):
+def run(
+    settings: JobSettings,
+    model: JobModel,
+    once: bool,
+    stop_event: threading.Event,
+    rescore: bool | None = None,
+):
+    """Pass after pass (one when `once`); `rescore` (default RESCORE) rescores after each."""
+    rescore = settings.rescore if rescore is None else rescore
     engine = create_db_engine(
         settings.resolved_database_url(), pool_size=settings.worker_threads + 1
     )
     logger.info(
-        "batch job using %s: %d threads, chunks of %d, %s, %s",
+        "batch job using %s: model %s version %d (%s), %d threads, chunks of %d, %s, %s%s",
         engine.url.render_as_string(hide_password=True),
+        model.name,
+        model.version,
+        model.path,
         settings.worker_threads,
         settings.chunk_size,
         "one pass" if once else f"a pass every {settings.batch_wait_time:g}s",
         "keeping every item"
         if settings.retention_seconds is None
         else f"deleting scored items after {settings.retention_seconds:g}s",
+        ", rescoring older versions' predictions" if rescore else "",
     )
+    MODEL_INFO.labels(model.name, str(model.version)).set(1)
     retry_options = {
         "max_wait": settings.db_retry_max_wait,
         "stop_event": stop_event,
@@ -269,18 +429,24 @@ def run(settings: JobSettings, predictor: Predictor, once: bool, stop_event: thr
             "job",
             lambda: require_layout(
                 engine,
-                predictor.n_features,
-                predictor.n_classes,
-                f"model {settings.model_filepath}",
+                model.predictor.n_features,
+                model.predictor.n_classes,
+                f"model {model.path}",
             ),
         )
         # A pass at start-up too, so a restarted job catches up before its first wait.
         while not stop_event.is_set():
             call_with_db_retry(
-                lambda: run_pass(engine, predictor, pool, settings, stop_event),
+                lambda: run_pass(engine, model, pool, settings, stop_event),
                 what="scoring pass",
                 **retry_options,
             )
+            if rescore and not stop_event.is_set():
+                call_with_db_retry(
+                    lambda: run_rescore(engine, model, pool, settings, stop_event),
+                    what="rescoring",
+                    **retry_options,
+                )
             call_with_db_retry(
                 lambda: after_pass(engine, settings, stop_event),
                 what="retention",
@@ -300,14 +466,24 @@ def run(settings: JobSettings, predictor: Predictor, once: bool, stop_event: thr
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--once", action="store_true", help="run one pass, then exit")
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="run one pass, then score again every prediction of an older model version, then exit",
+    )
     args = parser.parse_args(argv)
     settings = or_exit("job", JobSettings)
     configure_logging(settings.log_level, settings.log_format)
-    predictor = or_exit("job", lambda: load_job_predictor(settings))
+    model = or_exit("job", lambda: load_job_model(settings))
     stop_event = threading.Event()
     _stop_on_signals(stop_event)
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
         logger.info("metrics on :%d/metrics", settings.metrics_port)
-    run(settings, predictor, args.once, stop_event)
+    run(settings, model, args.once or args.rescore, stop_event, rescore=args.rescore or None)
     logger.info("batch job exiting")
+
+
+if __name__ == "__main__":
+    # `python -m src.task.job --rescore`, the issue's spelling of `python -m src.task`.
+    main()

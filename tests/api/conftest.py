@@ -10,6 +10,7 @@ import pytest
 from tests.batch_support import (  # noqa: F401
     database_url,
     fresh_mysql_database,
+    iris_v2_repository,
     mysql_url,
     ready_engine,
     sqlite_url,

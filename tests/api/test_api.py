@@ -24,6 +24,7 @@ def test_registered_items_are_null_until_the_job_scores_them(api, processes):
         assert api.client.get(f"/predict/id/{item_id}").json() == {
             "id": item_id,
             "prediction": None,
+            "model_version": None,
         }
 
     run_job_once(processes, job_env(api.database_url))
@@ -147,6 +148,10 @@ def test_health_and_metadata(api):
     assert metadata["labels"] == ["setosa", "versicolor", "virginica"]
     assert metadata["data_structure"] == "(N, 4)"
     assert metadata["page_size"] == {"default": 100, "max": 1000}
+    # The repository's newest iris version, the job's model with the same settings.
+    assert metadata["model_name"] == "iris"
+    assert metadata["model_version"] == "1"
+    assert metadata["model_filepath"] == "models/iris/1/model.onnx"
 
 
 def _registered_counter(api) -> float:

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from src.db import queries
 from src.db.tables import predictions
 from src.ml.predictor import Predictor
-from src.task.job import ChunkCursor, score_next_chunk
+from src.task.job import ChunkCursor, JobModel, score_next_chunk
 from tests.batch_support import (
     REPO_ROOT,
     count_items,
@@ -233,10 +233,11 @@ def _status(api: RunningProcess, submission_id: int, **params) -> dict:
 def _score_chunks(database_url: str, chunks: int, chunk_size: int) -> None:
     """Score `chunks` chunks with the job's own code, as a pass in progress would."""
     engine = ready_engine(database_url)
-    predictor = Predictor(REPO_ROOT / "models" / "iris" / "1" / "model.onnx").load()
+    path = REPO_ROOT / "models" / "iris" / "1" / "model.onnx"
+    model = JobModel("iris", 1, path, Predictor(path).load())
     cursor = ChunkCursor()
     for _ in range(chunks):
-        assert score_next_chunk(engine, predictor, cursor, chunk_size) == chunk_size
+        assert score_next_chunk(engine, model, cursor, chunk_size) == chunk_size
     engine.dispose()
 
 

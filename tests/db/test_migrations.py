@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, select, text
@@ -15,7 +16,7 @@ from src.db import queries, submissions
 from src.db.engine import create_db_engine, write_transaction
 from src.db.layout import require_layout, stored_layout
 from src.db.migrate import SchemaError, downgrade, head_revision, require_current_schema, upgrade
-from src.db.packing import unpack_row
+from src.db.packing import pack_rows, unpack_row
 from src.db.tables import items, metadata, predictions
 from tests.batch_support import count_items, count_predictions, job_env, run_job_once
 from tests.db import iris_layout, legacy_schema
@@ -86,9 +87,10 @@ def _legacy_database(url: str, count: int, scored: int) -> Engine:
 
 
 def _rows(engine: Engine, table) -> list[tuple]:
-    """Every row of `table` but its `scored` flag, blobs unpacked in place, in id order:
-    the rows of the 0003 layout (4 and 3 named columns) and of today's compare equal."""
-    columns = [column for column in table.c if column.name != "scored"]
+    """Every row of `table` but its `scored` flag and `model_version`, blobs unpacked in
+    place, in id order: the rows of the 0003 layout (4 and 3 named columns) and of today's
+    compare equal."""
+    columns = [column for column in table.c if column.name not in ("scored", "model_version")]
     with engine.connect() as connection:
         rows = connection.execute(select(*columns).order_by(columns[0])).all()
     return [
@@ -190,7 +192,7 @@ def test_downgrade_to_0001_and_back_keeps_every_row(database_url):
     upgrade(engine)
     queries.insert_items(engine, [ROW] * 5)
     with write_transaction(engine) as connection:
-        queries.insert_predictions(connection, [2, 4], np.full((2, 3), 1 / 3))
+        queries.insert_predictions(connection, [2, 4], np.full((2, 3), 1 / 3), 1)
     items_before = _rows(engine, items)
 
     downgrade(engine, "0001")
@@ -317,7 +319,7 @@ def test_a_filled_0003_database_keeps_every_value_and_id_in_packed_rows(database
     registered = submissions.register(engine, [ROW, ROW])
     assert registered.item_ids == [count + 1, count + 2]
     with write_transaction(engine) as connection:
-        queries.insert_predictions(connection, [count + 1], np.array([[0.5, 0.25, 0.25]]))
+        queries.insert_predictions(connection, [count + 1], np.array([[0.5, 0.25, 0.25]]), 1)
     with engine.connect() as connection:
         new_id = connection.execute(
             select(predictions.c.id).where(predictions.c.item_id == count + 1)
@@ -365,3 +367,63 @@ def test_with_migration_wait_api_and_job_start_once_the_migration_ran(database_u
     assert job.popen.wait(60) == 0, job.log()
     assert "pass done" in job.log()
     wait_until_healthy(api, timeout=60)
+
+
+def _model_versions(engine: Engine) -> list[int]:
+    with engine.connect() as connection:
+        return (
+            connection.execute(select(predictions.c.model_version).order_by(predictions.c.id))
+            .scalars()
+            .all()
+        )
+
+
+@pytest.mark.parametrize("count", [0, 25_000])
+def test_a_filled_0004_database_records_version_1_for_every_prediction(database_url, count):
+    """Migration 0005: every row kept as it was, every existing prediction made by version 1."""
+    engine = create_db_engine(database_url)
+    upgrade(engine, "0004")
+    rows = np.random.default_rng(11).uniform(-10, 10, size=(count, 4))
+    item_ids = queries.insert_items(engine, rows)
+    # The 0004 job's INSERT: no model_version column yet.
+    old_predictions = sa.table(
+        "predictions", sa.column("item_id"), sa.column("probabilities", sa.LargeBinary)
+    )
+    scored_ids = item_ids[: count * 2 // 5]
+    if scored_ids:
+        with write_transaction(engine) as connection:
+            connection.execute(
+                old_predictions.insert(),
+                [
+                    {"item_id": item_id, "probabilities": blob}
+                    for item_id, blob in zip(
+                        scored_ids,
+                        pack_rows(np.random.default_rng(12).dirichlet([1, 1, 1], len(scored_ids))),
+                        strict=True,
+                    )
+                ],
+            )
+            connection.execute(items.update().where(items.c.id.in_(scored_ids)).values(scored=True))
+    before = {table.name: _rows(engine, table) for table in (items, predictions)}
+
+    upgrade(engine)
+    assert _revision(engine) == head_revision()
+    assert {table.name: _rows(engine, table) for table in (items, predictions)} == before
+    assert _model_versions(engine) == [1] * len(scored_ids)
+    # No default left: a writer that does not name its version is refused.
+    if item_ids:
+        with pytest.raises(sa.exc.DBAPIError), write_transaction(engine) as connection:
+            connection.execute(
+                old_predictions.insert().values(item_id=item_ids[-1], probabilities=b"")
+            )
+    # A new prediction records the version that made it, beside the old ones.
+    (new_id,) = queries.insert_items(engine, [ROW])
+    with write_transaction(engine) as connection:
+        queries.insert_predictions(connection, [new_id], np.array([[0.5, 0.25, 0.25]]), 3)
+    assert _model_versions(engine) == [1] * len(scored_ids) + [3]
+
+    downgrade(engine, "0004")
+    assert "model_version" not in {c["name"] for c in inspect(engine).get_columns("predictions")}
+    assert count_predictions(engine) == len(scored_ids) + 1
+    upgrade(engine)
+    assert _model_versions(engine) == [1] * (len(scored_ids) + 1)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from src.db import queries
+from src.db import queries, rescoring
 from src.db.engine import is_mysql, write_transaction
 from src.db.layout import LayoutError, require_layout, stored_layout
 from src.db.packing import unpack_row, unpack_rows
@@ -21,7 +21,7 @@ def _score(engine, after_id: int, limit: int, probability: float = 0.5) -> list[
         rows = queries.claim_unscored(connection, after_id, limit)
         item_ids = [row.id for row in rows]
         scores = np.full((len(rows), 3), probability, dtype=np.float32)
-        queries.insert_predictions(connection, item_ids, scores)
+        queries.insert_predictions(connection, item_ids, scores, 1)
     return item_ids
 
 
@@ -46,7 +46,7 @@ def test_rows_of_any_width_are_stored_and_claimed_as_sent(database_url):
         assert features.tobytes() == rows.tobytes()
         with pytest.raises(ValueError, match=r"stored rows of \[13\] numbers, expected 4"):
             unpack_rows([row.data for row in claimed], 4)
-        queries.insert_predictions(connection, [1, 2], np.array([[0.1, 0.2, 0.3, 0.4]] * 2))
+        queries.insert_predictions(connection, [1, 2], np.array([[0.1, 0.2, 0.3, 0.4]] * 2), 1)
     assert unpack_row(queries.get_item(engine, 2).probabilities) == pytest.approx(
         [0.1, 0.2, 0.3, 0.4]
     )
@@ -107,13 +107,14 @@ def test_a_second_prediction_for_an_item_is_ignored(database_url):
     engine = ready_engine(database_url)
     (item_id,) = queries.insert_items(engine, [ROW])
     with write_transaction(engine) as connection:
-        queries.insert_predictions(connection, [item_id], np.array([[0.7, 0.2, 0.1]]))
+        queries.insert_predictions(connection, [item_id], np.array([[0.7, 0.2, 0.1]]), 1)
     with write_transaction(engine) as connection:
-        queries.insert_predictions(connection, [item_id], np.array([[0.1, 0.2, 0.7]]))
+        queries.insert_predictions(connection, [item_id], np.array([[0.1, 0.2, 0.7]]), 2)
     with engine.connect() as connection:
         stored = connection.execute(select(predictions)).all()
     assert len(stored) == 1
     assert unpack_row(stored[0].probabilities)[0] == pytest.approx(0.7)
+    assert stored[0].model_version == 1
 
 
 def test_list_items_pages_by_cursor_and_offset(database_url):
@@ -175,3 +176,30 @@ def test_claims_pages_and_the_backlog_count_read_the_scored_index(database_url):
     }
     for what, statement in statements.items():
         assert _index_used_on_items(engine, statement) == queries.SCORED_INDEX, what
+
+
+def test_the_rescore_claim_walks_one_version_in_item_order_through_its_index(database_url):
+    """A range of (model_version, item_id), read in order: no sort of the older predictions,
+    however many there are, and none of the newer ones read."""
+    engine = ready_engine(database_url)
+    item_ids = queries.insert_items(engine, [ROW] * 3000)
+    with write_transaction(engine) as connection:
+        queries.insert_predictions(connection, item_ids[:2000], np.full((2000, 3), 1 / 3), 2)
+        queries.insert_predictions(connection, item_ids[2000:], np.full((1000, 3), 1 / 3), 1)
+    claim = rescoring.claim_query(version=1, after_id=2100, limit=100)
+    with engine.connect() as connection:
+        connection.exec_driver_sql("ANALYZE TABLE predictions" if is_mysql(engine) else "ANALYZE")
+        compiled = claim.compile(engine, compile_kwargs={"literal_binds": True})
+        if is_mysql(engine):
+            plan = connection.exec_driver_sql(f"EXPLAIN {compiled}").mappings().all()
+            (scan,) = [row for row in plan if row["table"] == "predictions"]
+            assert scan["key"] == rescoring.VERSION_INDEX
+            assert scan["type"] == "range"
+            assert "filesort" not in (scan["Extra"] or "")
+        else:
+            plan = [row[-1] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")]
+            range_of_the_index = f"{rescoring.VERSION_INDEX} (model_version=? AND item_id>?)"
+            assert any(range_of_the_index in step for step in plan), plan
+            assert not any("TEMP B-TREE" in step for step in plan), plan
+        rows = connection.execute(claim).all()
+    assert [row.id for row in rows] == item_ids[2100:2200]

@@ -148,7 +148,8 @@ def test_the_wine_compose_file_runs_the_same_processes_on_its_own_model_set():
     assert wine["service_class_2"].env["MODEL_REPOSITORY"] == "models/wine"
     assert wine["proxy"].env["SERVICE_CLASS_2"] == "http://127.0.0.1:9103"
     for name in ("api", "job"):
-        assert wine[name].env["MODEL_FILEPATH"] == "models/wine/wine/1/model.onnx"
+        assert wine[name].env["MODEL_REPOSITORY"] == "models/wine"
+        assert wine[name].env["MODEL_NAME"] == "wine"
         assert wine[name].env["LABEL_FILEPATH"] == "models/wine/label.json"
 
 

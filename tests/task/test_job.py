@@ -101,7 +101,7 @@ def _seed_with_a_blocked_gap(engine, database_url: str):
     """
     _seed(engine, 1000)
     with write_transaction(engine) as connection:
-        queries.insert_predictions(connection, [500, 1000], np.full((2, 3), 1 / 3))
+        queries.insert_predictions(connection, [500, 1000], np.full((2, 3), 1 / 3), 1)
     blocker = mysql_connection(database_url)
     with blocker.cursor() as cursor:
         cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")

@@ -44,7 +44,7 @@ def _backdate(engine, registered: submissions.Registered, seconds: float) -> Non
 
 def _score(engine, item_ids: list[int]) -> None:
     with write_transaction(engine) as connection:
-        queries.insert_predictions(connection, item_ids, np.full((len(item_ids), 3), 1 / 3))
+        queries.insert_predictions(connection, item_ids, np.full((len(item_ids), 3), 1 / 3), 1)
 
 
 def _submission(engine, count: int, age: float, scored: int = 0, seed: int = 0):

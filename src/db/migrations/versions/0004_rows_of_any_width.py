@@ -221,10 +221,14 @@ def upgrade() -> None:
         op.bulk_insert(layout, [{"id": 1, "n_features": 4, "n_classes": 3}])
 
 
-def _require_iris_layout() -> None:
+def require_downgradable(connection: sa.Connection) -> None:
+    """SchemaError unless the database holds 4 numbers and 3 classes only.
+
+    `src.db.migrate.downgrade` calls it before any step of a downgrade past this revision
+    runs, so a refused downgrade changes nothing even where DDL commits at once (MySQL).
+    """
     from src.db.migrate import SchemaError
 
-    connection = op.get_bind()
     layout = connection.execute(
         sa.text("SELECT n_features, n_classes FROM model_layout WHERE id = 1")
     ).first()
@@ -243,7 +247,7 @@ def _require_iris_layout() -> None:
 
 
 def downgrade() -> None:
-    _require_iris_layout()
+    require_downgradable(op.get_bind())
     op.drop_table("model_layout")
     doubles = [sa.Column(name, sa.Double(), nullable=False) for name in FEATURE_COLUMNS]
     probabilities = [sa.Column(name, sa.Double(), nullable=False) for name in PROBABILITY_COLUMNS]
