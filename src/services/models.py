@@ -14,7 +14,7 @@ from prometheus_client import Gauge
 
 from src.errors import ModelLoadError
 from src.ml.predictor import Predictor, load_sample
-from src.ml.repository import ModelRepository
+from src.ml.repository import resolve_model_file
 from src.schemas import RowSpec
 from src.settings import ServiceSettings
 
@@ -39,14 +39,14 @@ class ServedModel:
         return self.predictor.predict_proba(rows)
 
 
-def _load(settings: ServiceSettings, version: int | None) -> ServedModel:
-    """MODE's binary model at `version` (the newest when None), loaded and checked."""
-    if settings.model_filepath is not None:
-        # One file, not a repository: its version is MODEL_VERSION (1 unless set).
-        path, number = settings.model_filepath, settings.model_version or 1
-    else:
-        repository = ModelRepository(settings.model_repository)
-        number, path = repository.resolve(settings.mode, version or settings.model_version)
+def _load(settings: ServiceSettings) -> ServedModel:
+    """MODE's binary model (MODEL_VERSION, else the newest present), loaded and checked."""
+    number, path = resolve_model_file(
+        settings.model_repository,
+        settings.mode,
+        settings.model_version,
+        settings.model_filepath,
+    )
     predictor = Predictor(path).load()
     predictor.require_classes(
         2, f"the class service of {settings.mode!r} ([P(class), P(not class)])"
@@ -84,7 +84,7 @@ class ModelSlot:
         Raises ModelLoadError, the old version still serving, when it does not fit.
         """
         async with self._lock:  # two loads at once would race to swap
-            served = await asyncio.to_thread(_load, self.settings, None)
+            served = await asyncio.to_thread(_load, self.settings)
             if served.predictor.n_features != self.row_spec.n_features:
                 raise ModelLoadError(
                     f"model {served.predictor.model_path}: takes rows of "
@@ -117,6 +117,6 @@ class ModelSlot:
 
 def load_served_model(settings: ServiceSettings) -> tuple[ServedModel, RowSpec]:
     """The model to serve at start-up and its rows (with the set's sample.json row)."""
-    served = _load(settings, None)
+    served = _load(settings)
     width = served.predictor.n_features
     return served, RowSpec.of_width(width, load_sample(settings.label_filepath, width))
