@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -164,6 +164,29 @@ def rescore_next_chunk(
     return written or None
 
 
+@dataclass
+class _Progress:
+    """What a pass (or a rescore) has done of its backlog: counted, kept in its gauge, and
+    logged now and then by `_run_chunks`."""
+
+    backlog: int
+    counter: Counter
+    left_gauge: Gauge
+    describe: Callable[[int, int], str]  # (done, left) -> the log line, before the rate
+    started: float = field(default_factory=time.perf_counter)
+    done: int = 0
+
+    def on_chunk(self, count: int) -> None:
+        self.done += count
+        self.counter.inc(count)
+        self.left_gauge.set(max(self.backlog - self.done, 0))
+
+    def on_progress(self) -> None:
+        rate = self.done / (time.perf_counter() - self.started)
+        left = max(self.backlog - self.done, 0)
+        logger.info("%s (%.0f items/s)", self.describe(self.done, left), rate)
+
+
 def _run_chunks(
     pool: ThreadPoolExecutor,
     threads: int,
@@ -228,31 +251,21 @@ def run_pass(
     BACKLOG.set(backlog)
     OLDEST_UNSCORED_AGE.set(queries.oldest_unscored_age_seconds(engine))
     cursor = ChunkCursor(queries.last_item_id(engine))
-    scored = 0
-
-    def on_chunk(count: int) -> None:
-        nonlocal scored
-        scored += count
-        ITEMS_SCORED.inc(count)
-        BACKLOG.set(max(backlog - scored, 0))
-
-    def on_progress() -> None:
-        logger.info(
-            "pass in progress: %d items scored, about %d left (%.0f items/s)",
-            scored,
-            max(backlog - scored, 0),
-            scored / (time.perf_counter() - started),
-        )
-
+    progress = _Progress(
+        backlog,
+        ITEMS_SCORED,
+        BACKLOG,
+        lambda done, left: f"pass in progress: {done} items scored, about {left} left",
+    )
     _run_chunks(
         pool,
         settings.worker_threads,
         stop_event,
         lambda: score_next_chunk(engine, model, cursor, settings.chunk_size),
-        on_chunk,
-        on_progress,
+        progress.on_chunk,
+        progress.on_progress,
     )
-    result = PassResult(scored, time.perf_counter() - started)
+    result = PassResult(progress.done, time.perf_counter() - started)
     PASSES.inc()
     PASS_DURATION.observe(result.seconds)
     BACKLOG.set(queries.count_backlog(engine))
@@ -288,23 +301,15 @@ def run_rescore(
     started = time.perf_counter()
     older = rescoring.count_older(engine, model.version)
     RESCORE_BACKLOG.set(older)
-    rescored = 0
-
-    def on_chunk(count: int) -> None:
-        nonlocal rescored
-        rescored += count
-        ITEMS_RESCORED.inc(count)
-        RESCORE_BACKLOG.set(max(older - rescored, 0))
-
-    def on_progress() -> None:
-        logger.info(
-            "rescore in progress: %d predictions rescored to version %d, about %d left "
-            "(%.0f items/s)",
-            rescored,
-            model.version,
-            max(older - rescored, 0),
-            rescored / (time.perf_counter() - started),
-        )
+    progress = _Progress(
+        older,
+        ITEMS_RESCORED,
+        RESCORE_BACKLOG,
+        lambda done, left: (
+            f"rescore in progress: "
+            f"{done} predictions rescored to version {model.version}, about {left} left"
+        ),
+    )
 
     # A walk skips the rows other transactions hold (another job's chunks, a retention
     # sweep) and leaves behind a chunk that failed; the next walk finds whatever of them is
@@ -316,12 +321,12 @@ def run_rescore(
             settings.worker_threads,
             stop_event,
             lambda cursor=cursor: rescore_next_chunk(engine, model, cursor, settings.chunk_size),
-            on_chunk,
-            on_progress,
+            progress.on_chunk,
+            progress.on_progress,
         )
         if not cursor.claimed or stop_event.is_set():
             break
-    result = PassResult(rescored, time.perf_counter() - started)
+    result = PassResult(progress.done, time.perf_counter() - started)
     RESCORE_BACKLOG.set(rescoring.count_older(engine, model.version))
     stopped = " (stopped early)" if stop_event.is_set() else ""
     if result.scored:
