@@ -130,8 +130,8 @@ def create_app(
     """A FastAPI app with the suite's error handlers, request middleware, /metrics and docs.
 
     `settings` is the process's one settings object, which routes reach by `get_settings`.
-    `row_spec` is the width of the model's rows (`get_row_spec`); a process that learns it
-    later (the proxy, from its services) sets `app.state.row_spec` in its lifespan.
+    `row_spec` is the width and example row of the model served (`get_row_spec`): read from
+    the model file, or learnt by the proxy from its services before it serves.
     """
     app = FastAPI(
         title=title,
