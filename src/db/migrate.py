@@ -6,6 +6,7 @@ made by the release before migrations has the tables but no alembic_version: it 
 stamped at revision 0001 (its exact schema), then upgraded like any other.
 """
 
+import functools
 import logging
 import threading
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from tenacity import (
 )
 
 from src.db.engine import is_mysql, write_transaction
-from src.db.retry import call_with_db_retry
+from src.db.retry import call_with_db_retry, wait_unless_stopped
 from src.errors import StartupError
 
 logger = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ def require_current_schema_when_reachable(
         retry=retry_if_exception_type(SchemaError),
         wait=wait_fixed(1),
         stop=stop,
-        sleep=stop_event.wait if stop_event is not None else threading.Event().wait,
+        sleep=functools.partial(wait_unless_stopped, stop_event or threading.Event()),
         before_sleep=lambda state: logger.info(
             "waiting for the migration (%s)", state.outcome.exception() if state.outcome else ""
         ),

@@ -1,7 +1,9 @@
 """Retrying database work while the server is unreachable (tenacity, exponential backoff)."""
 
+import functools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -25,6 +27,22 @@ T = TypeVar("T")
 DATABASE_DOWN_ERRORS = (OperationalError, InterfaceError, DisconnectionError, PoolTimeoutError)
 # MySQL's "lock wait timeout" and "deadlock": the server is fine, one transaction lost.
 _LOCK_CONFLICT_CODES = frozenset({1205, 1213})
+
+
+# The OS may hand a process's SIGTERM to any of its threads, and Python runs the handler
+# only when the main thread next runs Python code: a long wait there is cut into slices.
+SIGNAL_CHECK_SECONDS = 0.25
+
+
+def wait_unless_stopped(stop_event: threading.Event, seconds: float) -> bool:
+    """Wait up to `seconds` for `stop_event` (a signal handler sets it); True once set."""
+    deadline = time.monotonic() + seconds
+    while not stop_event.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        stop_event.wait(min(left, SIGNAL_CHECK_SECONDS))
+    return True
 
 
 def is_lock_conflict(error: BaseException) -> bool:
@@ -64,7 +82,7 @@ def call_with_db_retry(
 
     stop = stop_never if give_up_after is None else stop_after_delay(give_up_after)
     # Waiting on the event, not time.sleep: SIGTERM ends the wait at once.
-    sleep = stop_event.wait if stop_event else threading.Event().wait
+    sleep = functools.partial(wait_unless_stopped, stop_event or threading.Event())
     if stop_event is not None:
         stop = stop | stop_when_event_set(stop_event)
     retrying = Retrying(

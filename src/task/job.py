@@ -35,6 +35,7 @@ from src.db.retry import (
     DATABASE_DOWN_ERRORS,
     call_with_db_retry,
     is_lock_conflict,
+    wait_unless_stopped,
 )
 from src.errors import or_exit
 from src.ml.predictor import Predictor, load_labels
@@ -457,7 +458,7 @@ def run(
                 what="retention",
                 **retry_options,
             )
-            if once or stop_event.wait(settings.batch_wait_time):
+            if once or wait_unless_stopped(stop_event, settings.batch_wait_time):
                 break
     except DATABASE_DOWN_ERRORS as error:
         if not stop_event.is_set():

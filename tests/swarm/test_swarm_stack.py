@@ -116,7 +116,10 @@ def test_two_job_replicas_share_a_backlog_and_score_it_exactly_once(stack):
     print(f"backlog of {SPLIT_ITEMS} items split between the jobs: {split}")
     # Each item counted by exactly one replica: none scored twice, none skipped.
     assert sum(split.values()) == SPLIT_ITEMS
-    assert min(split.values()) >= 0.25 * SPLIT_ITEMS, split
+    # Both took a real share. Not half each: the replica that wakes first has the backlog
+    # to itself until the other's next pass (BATCH_WAIT_TIME), which on a busy machine
+    # can be most of it (seen: 22% and 78%).
+    assert min(split.values()) >= 0.15 * SPLIT_ITEMS, split
 
 
 def test_a_job_replica_killed_mid_pass_leaves_every_item_scored_exactly_once(stack):

@@ -1,7 +1,9 @@
 """The batch job as a real process: passes, exactly-once, kills, signals and outages."""
 
+import os
 import re
 import signal
+import threading
 import time
 from contextlib import contextmanager
 
@@ -14,6 +16,7 @@ from sqlalchemy.engine import make_url
 from src.db import queries
 from src.db.engine import write_transaction
 from src.db.packing import unpack_row
+from src.db.retry import wait_unless_stopped
 from src.db.tables import predictions
 from tests.batch_support import (
     TcpRelay,
@@ -257,3 +260,24 @@ def test_database_outage_gives_503_and_the_job_catches_up(mysql_url, processes):
         assert client.get(f"/predict/id/{item_id}").json()["label"] == "setosa"
     finally:
         relay.stop()
+
+
+def test_a_signal_taken_by_another_thread_still_ends_the_wait_at_once():
+    """The OS may hand SIGTERM to any thread; the main thread's wait must notice it soon."""
+    stop_event = threading.Event()
+    previous = signal.signal(signal.SIGUSR1, lambda *_: stop_event.set())
+    # Started before the main thread blocks the signal, so it can take it, as a job's
+    # scorer thread can take its SIGTERM.
+    sender = threading.Thread(
+        target=lambda: (time.sleep(0.3), os.kill(os.getpid(), signal.SIGUSR1))
+    )
+    sender.start()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    try:
+        started = time.monotonic()
+        assert wait_unless_stopped(stop_event, 30)
+        assert time.monotonic() - started < 5
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+        signal.signal(signal.SIGUSR1, previous)
+        sender.join()
