@@ -28,6 +28,7 @@ from src.oip.schemas import (
     TensorError,
     checked_input,
     feature_rows,
+    selected_outputs,
 )
 from src.schemas import RowSpec
 from src.settings import CommonSettings
@@ -45,6 +46,14 @@ class Inference:
     raw: bytes
     # The binary extension's JSON header length, as sent; None for a JSON body.
     header_length: str | None = None
+
+    def wanted_outputs(self, names: list[str]) -> list[str]:
+        """The outputs among the model's `names` the request asks for (all if it names none);
+        an unknown one is a 400."""
+        try:
+            return selected_outputs(self.request, names)
+        except TensorError as error:
+            raise HTTPException(status_code=400, detail=str(error)) from None
 
     def binary_output(self, name: str) -> bool:
         """Whether output `name` is to be answered as raw bytes."""

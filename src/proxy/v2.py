@@ -28,10 +28,8 @@ from src.oip.schemas import (
     ModelMetadata,
     ModelReady,
     ServerReady,
-    TensorError,
     TensorMetadata,
     input_metadata,
-    selected_outputs,
 )
 from src.proxy.answers import required_failed, services_failed
 from src.proxy.backends import Backends
@@ -156,10 +154,7 @@ async def infer(model_name: str, body: InferenceBody, backends: BackendsDep, set
     # The body was checked by InferenceBody, so a bad request never reaches a service.
     ensemble = model_name == settings.ensemble_name
     outputs = ENSEMBLE_OUTPUTS if ensemble else [CLASS_OUTPUT_METADATA]
-    try:
-        wanted = selected_outputs(body.request, [output.name for output in outputs])
-    except TensorError as error:
-        raise HTTPException(status_code=400, detail=str(error)) from None
+    wanted = body.wanted_outputs([output.name for output in outputs])
     if not ensemble:
         return await _routed(
             backends, model_name, "POST", "/infer", InferenceResponse, body.raw, body.header_length
@@ -227,10 +222,7 @@ async def model_version_ready(model_name: str, model_version: str, backends: Bac
 async def model_version_infer(
     model_name: str, model_version: str, body: InferenceBody, backends: BackendsDep
 ):
-    try:
-        selected_outputs(body.request, [CLASS_OUTPUT_METADATA.name])
-    except TensorError as error:
-        raise HTTPException(status_code=400, detail=str(error)) from None
+    body.wanted_outputs([CLASS_OUTPUT_METADATA.name])
     suffix = f"/versions/{model_version}/infer"
     return await _routed(
         backends, model_name, "POST", suffix, InferenceResponse, body.raw, body.header_length

@@ -16,9 +16,7 @@ from src.oip.schemas import (
     ModelMetadata,
     ModelReady,
     ServerReady,
-    TensorError,
     input_metadata,
-    selected_outputs,
 )
 from src.services.dependencies import ServedModelDep, SettingsDep
 from src.web import RowSpecDep, error_responses
@@ -109,10 +107,7 @@ async def model_ready(served: ServedModelDep) -> ModelReady:
     openapi_extra=inference_openapi(),
 )
 async def infer(body: InferenceBody, served: ServedModelDep):
-    try:
-        selected_outputs(body.request, [OUTPUT_NAME])
-    except TensorError as error:
-        raise HTTPException(status_code=400, detail=str(error)) from None
+    body.wanted_outputs([OUTPUT_NAME])
     probabilities = served.predict_proba(body.rows)
     return inference_response(
         body, served.name, {OUTPUT_NAME: probabilities}, model_version=served.version
